@@ -1,0 +1,585 @@
+"""
+Backpack language model (Hewitt et al., ACL 2023) exactly as stanfordnlp/backpack-gpt2 computes it, and
+its Transformer twin, in one nanoGPT-style file.
+
+Backpack. Each token x has k sense vectors C(x)_1..C(x)_k, computed from its embedding alone (no
+position, no context) by the sense network. A GPT-2 transformer (learned positions, pre-LN, ln_f) reads
+the sequence; a weight head turns its hidden states into, for each sense l, a causal softmax
+alpha_lij over the prefix j <= i. The output is a non-contextual mixture of the senses of the prefix,
+    o_i = sum_l sum_{j<=i} alpha_lij C(x_j)_l,        logits_i = E o_i,
+with E the input embedding (tied); there is no LayerNorm on o and no 1/k.
+StandardTransformerLM is the same contextual transformer with its tied LM head on ln_f(h).
+
+API (both models)
+    model(idx)                                  -> (logits (B,1,V) of the last position, None)
+    model(idx, return_logits=True)              -> (logits (B,T,V), None)
+    model(idx, targets)                         -> (None, loss): the loss is computed in row chunks of
+                                                   the tied LM head and B*T*V logits are never held
+    model(idx, targets, return_logits=True)     -> (logits (B,T,V), loss)
+    targets == -1 are ignored; the loss is the mean NLL over the others (nats).
+    model.hidden_states(idx) -> {'hidden': ln_f(h) (B,T,d)} (+ 'o': o (B,T,d) for a Backpack)
+    model.input_embeddings() -> E (V, d), the tied input embedding / LM head
+    model.generate(idx, max_new_tokens, temperature, top_k, greedy, stop_ids)  (KV cache)
+    model.get_num_params(non_embedding=True), model.param_counts(), model.configure_optimizers(...)
+Backpack only
+    model.sense_vectors(token_ids) -> C (n, k, d)       model.sense_logits(token_ids) -> E C (n, k, V)
+    model.contextualization(idx) -> alpha (B, k, T, T)   (alpha[b, l, i, j], rows sum to 1 over j <= i)
+    Interventions: model(idx, alpha=A) mixes with an edited alpha (B,k,T,T) and model(idx, senses=S)
+    with edited per-position senses S (B,T,k,d) (e.g. model.sense_vectors(idx.flatten()).view(B,T,k,d),
+    then edited); both can be given together and combine with targets / return_logits as above.
+
+Speed. The training path never materialises alpha (B*k*T*T): the mixture is computed by blocks of
+queries (flash-style; alpha is recomputed block by block in backward), skipping the masked upper
+triangle. The sense network depends on token identity only, so with config.dedup_senses it runs once
+per distinct token of the batch: exact in eval; in training the sense network's dropout masks are
+then shared by all occurrences of a token in the batch (dedup_senses=False gives independent masks).
+Passing alpha= (e.g. model.contextualization(idx)) runs the explicit path, kept for analysis; the two
+agree to fp32 rounding, forward and backward (tests/test_model.py).
+
+Generation. generate() caches the transformer's keys/values, the weight head's keys and the sense
+vectors of past tokens. As in nanoGPT, the model only ever sees the last block_size tokens: once the
+sequence is longer, every step recomputes the cropped window from scratch (learned absolute positions
+make the old cache invalid), so the tokens are the same as without the cache, at uncached cost.
+Like nanoGPT, generate() does not switch train/eval mode: call model.eval() first.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class ModelConfig:
+    block_size: int = 512
+    vocab_size: int = 50264  # backpack-gpt2's padded GPT-2 vocabulary; train.py takes it from meta.json
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    n_senses: int = 16  # Backpack only; StandardTransformerLM accepts it for config parity and ignores it
+    dropout: float = 0.1
+    bias: bool = False  # biases in Linears and LayerNorms (GPT-2 and backpack-gpt2 have them)
+    sense_intermediate_scale: int = 4  # width of the sense network's final MLP, in units of n_embd
+    scale_attn_by_inverse_layer_idx: bool = False  # also divide layer l's attention scores by l+1
+    dedup_senses: bool = True  # run the sense network once per distinct token of a batch (see above)
+
+
+# ----------------------------------------------------------------------------------------------------
+# building blocks: GPT-2 with LayerNorm eps 1e-5 and the tanh GELU ("gelu_new")
+
+class MLP(nn.Module):
+    """c_fc -> GELU(tanh) -> c_proj -> dropout, as GPT-2's MLP and backpack-gpt2's BackpackMLP."""
+
+    def __init__(self, n_in, n_hidden, n_out, config):
+        super().__init__()
+        self.c_fc = nn.Linear(n_in, n_hidden, bias=config.bias)
+        self.c_proj = nn.Linear(n_hidden, n_out, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate='tanh')))
+
+
+class KVCache:
+    """Tensors (B, H, T, D) of the tokens seen so far (keys, values, senses), preallocated for max_len
+    positions. A model step feeds either a whole prefix into the empty cache or a single token: it
+    writes the new tokens' tensors at position `length` of each buffer and reads the whole prefix back;
+    generate() then advances `length`."""
+
+    def __init__(self, max_len):
+        self.max_len, self.length, self.buffers = max_len, 0, {}
+
+    def append(self, name, x):
+        B, H, T, D = x.shape
+        assert self.length == 0 or T == 1, "the attention masks assume a prefix or one token at a time"
+        if name not in self.buffers:
+            self.buffers[name] = x.new_empty(B, H, self.max_len, D)
+        buf = self.buffers[name]
+        buf[:, :, self.length:self.length + T] = x
+        return buf[:, :, :self.length + T]
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head, self.n_embd, self.dropout, self.layer_idx = config.n_head, config.n_embd, config.dropout, layer_idx
+        # GPT-2 scales scores by 1/sqrt(head_dim); backpack-gpt2 also by 1/(layer_idx+1)
+        depth = layer_idx + 1 if config.scale_attn_by_inverse_layer_idx else 1
+        self.scale = 1.0 / (math.sqrt(config.n_embd // config.n_head) * depth)
+
+    def forward(self, x, cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k = cache.append((self.layer_idx, 'k'), k)
+            v = cache.append((self.layer_idx, 'v'), v)
+        # queries as many as keys: the whole prefix, causal; a single query: the next token, sees all
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=q.size(2) == k.size(2), scale=self.scale)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.mlp = MLP(config.n_embd, 4 * config.n_embd, config.n_embd, config)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    """GPT-2: token + learned position embeddings, pre-LN blocks, ln_f. Returns ln_f(h) (B, T, d)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+
+    def forward(self, idx, cache=None):
+        start = cache.length if cache is not None else 0
+        pos = torch.arange(start, start + idx.size(1), dtype=torch.long, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for block in self.h:
+            x = block(x, cache)
+        return self.ln_f(x)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the Backpack's own parts
+
+class NoMixBlock(nn.Module):
+    """backpack-gpt2's BackpackNoMixBlock: a transformer block without attention, per token."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.mlp = MLP(config.n_embd, 4 * config.n_embd, config.n_embd, config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.resid_dropout1 = nn.Dropout(config.dropout)
+        self.resid_dropout2 = nn.Dropout(config.dropout)
+
+    def forward(self, h0, r0):
+        r1 = self.resid_dropout1(h0) + r0  # r1 = h0 + r0
+        r2 = self.resid_dropout2(self.mlp(self.ln_1(r1))) + r1  # r2 = r1 + MLP(LN(r1)); HF drops out twice
+        return self.ln_2(r2)
+
+
+class SenseNetwork(nn.Module):
+    """C(x): token embeddings (n, d) -> sense vectors (n, k, d). Output column l*d + c of final_mlp is
+    sense l, dimension c (the layout of backpack-gpt2's reshape)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_senses, self.n_embd = config.n_senses, config.n_embd
+        self.dropout = nn.Dropout(config.dropout)
+        self.ln = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.block = NoMixBlock(config)
+        self.final_mlp = MLP(config.n_embd, config.sense_intermediate_scale * config.n_embd,
+                             config.n_senses * config.n_embd, config)
+
+    def forward(self, e):
+        r0 = self.dropout(e)
+        h0 = self.ln(r0)
+        return self.final_mlp(self.block(h0, r0)).view(*e.shape[:-1], self.n_senses, self.n_embd)
+
+
+MIX_BLOCK = 64  # queries per block of the sense mixture: smaller skips more of the masked triangle
+
+
+class _CausalSenseMixing(torch.autograd.Function):
+    """o_i = sum_l sum_{j<=i} alpha_lij v_lj with alpha_li = softmax_{j<=i}(q_li . k_lj), computed by
+    blocks of queries so that only a (B, k, block, prefix) slice of alpha exists at a time; backward
+    recomputes it block by block instead of storing it (as flash attention does). q is pre-scaled.
+    q, k: (B, k, T, d/k); v: (B, k, T, d); returns o (B, T, d)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, block):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        B, S, T, D = v.shape
+        o = v.new_empty(B, T, D)
+        for i0 in range(0, T, block):
+            i1 = min(T, i0 + block)
+            o[:, i0:i1] = torch.matmul(_alpha_block(q, k, i0, i1), v[:, :, :i1]).sum(1)
+        ctx.save_for_backward(q, k, v)
+        ctx.block = block
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v = ctx.saved_tensors
+        B, S, T, D = v.shape
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        # (B*k) batches of matrices; the last block of queries sees every key, so going backwards its
+        # products initialise dk, dv (beta=0) and the earlier blocks add onto their prefixes in place
+        q3, k3, v3, dq3, dk3, dv3 = (t.view(B * S, T, -1) for t in (q, k, v, dq, dk, dv))
+        for i0 in reversed(range(0, T, ctx.block)):
+            i1 = min(T, i0 + ctx.block)
+            beta = 0 if i1 == T else 1
+            p = _alpha_block(q, k, i0, i1).view(B * S, i1 - i0, i1)
+            do_i = do[:, None, i0:i1].expand(B, S, i1 - i0, D).reshape(B * S, i1 - i0, D)  # o = sum_l o_l
+            dv3[:, :i1].baddbmm_(p.transpose(1, 2), do_i, beta=beta)
+            ds = p * torch.bmm(do_i, v3[:, :i1].transpose(1, 2))  # softmax backward: p * (dp - sum_j p dp)
+            ds.addcmul_(p, ds.sum(-1, keepdim=True), value=-1)
+            dq3[:, i0:i1] = torch.bmm(ds, k3[:, :i1])
+            dk3[:, :i1].baddbmm_(ds.transpose(1, 2), q3[:, i0:i1], beta=beta)
+        return dq, dk, dv, None
+
+
+def _alpha_block(q, k, i0, i1):
+    """alpha[:, :, i0:i1, :i1]: softmax over the keys of the prefix; only the last i1-i0 keys need the
+    causal mask."""
+    s = torch.matmul(q[:, :, i0:i1], k[:, :, :i1].transpose(-1, -2))
+    future = torch.ones(i1 - i0, i1 - i0, dtype=torch.bool, device=q.device).triu(1)
+    s[..., i0:i1].masked_fill_(future, float('-inf'))
+    return torch.softmax(s, dim=-1)
+
+
+def _gather_senses(table, where):
+    """table (k, n, d) of sense vectors, where (B, T) row ids into it -> (B, k, T, d), gathered in that
+    layout at once: row l*n + where[b, j] of the flattened table is sense l of position (b, j)."""
+    S, n, D = table.shape
+    rows = where[:, None, :] + n * torch.arange(S, device=where.device)[:, None]
+    return F.embedding(rows, table.reshape(S * n, D))
+
+
+# ----------------------------------------------------------------------------------------------------
+# the two language models
+
+class _LanguageModel(nn.Module):
+    """What both models share: the contextual transformer, the tied LM head, the loss, init,
+    optimizer groups and cached generation. Subclasses define _final_hidden(idx, cache) -> (B, T, d)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = Transformer(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # E, tied
+
+    def _init_weights(self):
+        # nanoGPT / GPT-2: N(0, 0.02), zero biases, residual projections scaled by 1/sqrt(2 n_layer)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for name, p in self.named_parameters():
+            if name.endswith('c_proj.weight'):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    def input_embeddings(self):
+        """E (V, d): the token embedding, tied to the LM head."""
+        return self.transformer.wte.weight
+
+    def forward(self, idx, targets=None, return_logits=False, **edits):
+        assert idx.size(1) <= self.config.block_size, f"sequence of {idx.size(1)} > block_size {self.config.block_size}"
+        x = self._final_hidden(idx, **edits)
+        if targets is None:
+            return self.lm_head(x if return_logits else x[:, [-1]]), None
+        if return_logits:
+            logits = self.lm_head(x)
+            return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        x, E = x.reshape(-1, x.size(-1)), self.lm_head.weight
+        need_grad = torch.is_grad_enabled() and (x.requires_grad or E.requires_grad)
+        return None, _ChunkedLinearCrossEntropy.apply(x, E, targets.reshape(-1), need_grad)
+
+    def get_num_params(self, non_embedding=True):
+        """nanoGPT's count: the tied E counted once; position embeddings subtracted by default."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def param_counts(self):
+        t = self.transformer
+        counts = {'embedding': t.wte.weight.numel(), 'positions': t.wpe.weight.numel(),
+                  'contextual_transformer': sum(p.numel() for m in (t.h, t.ln_f) for p in m.parameters())}
+        counts.update(self._own_param_counts())
+        counts['total'] = self.get_num_params(non_embedding=False)
+        return counts
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        # nanoGPT: matrices and embeddings decay; biases and LayerNorm gains do not
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, greedy=False, stop_ids=None,
+                 use_cache=True):
+        """Append max_new_tokens to idx (B, T). greedy (or temperature 0) takes the argmax, else samples
+        from softmax(logits / temperature) restricted to the top_k. A row that has produced one of
+        stop_ids repeats that token from then on; generation ends early once every row has stopped.
+        use_cache=False recomputes the whole (cropped) window each step, as nanoGPT does."""
+        block_size, cache = self.config.block_size, None
+        stop_ids = torch.as_tensor(list(stop_ids or []), dtype=idx.dtype, device=idx.device)
+        stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        for _ in range(max_new_tokens):
+            if not use_cache:
+                x = self._final_hidden(idx[:, -block_size:])
+            else:
+                if cache is None or idx.size(1) > block_size:  # (re)start on the cropped window
+                    cache = KVCache(block_size)
+                new = idx[:, -block_size:][:, cache.length:]
+                x = self._final_hidden(new, cache=cache)
+                cache.length += new.size(1)
+            logits = self.lm_head(x[:, -1])
+            if greedy or temperature == 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float('inf')
+                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx_next = torch.where(stopped[:, None], idx[:, -1:], idx_next)
+            idx = torch.cat((idx, idx_next), dim=1)
+            stopped |= torch.isin(idx_next[:, 0], stop_ids)
+            if stopped.all():
+                break
+        return idx
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """mean_i CE(x_i E^T, y_i) over y_i != -1, by chunks of rows so that only (chunk, V) logits exist
+    at a time. The gradients are formed in the same pass (dlogits = softmax - onehot, / n) and kept,
+    (N, d) + (V, d), instead of the (N, V) logits: backward only scales them, so no matmul is redone."""
+
+    @staticmethod
+    def forward(ctx, x, E, y, need_grad):
+        N, V = x.size(0), E.size(0)
+        valid = y != -1
+        n = valid.sum().clamp(min=1)
+        acc = torch.promote_types(x.dtype, torch.float32)  # the softmax in fp32 at least
+        loss = x.new_zeros((), dtype=acc)
+        dx = torch.empty_like(x) if need_grad else None
+        dE = torch.zeros_like(E, dtype=acc) if need_grad else None
+        Ex = E.to(x.dtype)  # under autocast x may be half precision while E stays fp32
+        rows = max(1, 2 ** 23 // V)  # 32 MB of fp32 logits per chunk
+        for r0 in range(0, N, rows):
+            xc, yc, vc = x[r0:r0 + rows], y[r0:r0 + rows], valid[r0:r0 + rows]
+            logits = (xc @ Ex.t()).to(acc)
+            lse = torch.logsumexp(logits, dim=-1)
+            target = logits.gather(1, yc.clamp(min=0)[:, None])[:, 0]
+            loss += ((lse - target) * vc).sum()
+            if need_grad:
+                g = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                g.scatter_add_(1, yc.clamp(min=0)[:, None], -torch.ones_like(g[:, :1]))
+                g.mul_((vc.to(acc) / n)[:, None])
+                dx[r0:r0 + rows] = g.to(x.dtype) @ Ex
+                dE.addmm_(g.t(), xc.to(acc))  # accumulated over chunks in fp32 (a no-op cast in fp32)
+        if need_grad:
+            ctx.save_for_backward(dx, dE.to(E.dtype))
+        return loss / n
+
+    @staticmethod
+    def backward(ctx, dloss):
+        dx, dE = ctx.saved_tensors
+        return dx * dloss, dE * dloss, None, None
+
+
+class StandardTransformerLM(_LanguageModel):
+    """GPT-2 with a tied LM head on ln_f(h): the Backpack's contextual network used directly.
+    config.n_senses and config.dedup_senses are accepted for config parity and unused."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._init_weights()
+
+    def _final_hidden(self, idx, cache=None):
+        return self.transformer(idx, cache)
+
+    def hidden_states(self, idx):
+        """Per-position representations (e.g. for sentence vectors): ln_f(h) (B, T, d)."""
+        return {'hidden': self.transformer(idx)}
+
+    def _own_param_counts(self):
+        return {}
+
+
+class BackpackLM(_LanguageModel):
+
+    def __init__(self, config):
+        super().__init__(config)
+        assert config.n_embd % config.n_senses == 0, "n_embd must split into n_senses query/key heads"
+        self.sense_network = SenseNetwork(config)
+        # weight head: per sense l, a query and a key of size d/k (always with a bias, as backpack-gpt2)
+        self.sense_weight_net = nn.Linear(config.n_embd, 2 * config.n_embd, bias=True)
+        self._sense_table = None  # see cache_senses()
+        self._init_weights()
+
+    def _own_param_counts(self):
+        return {'sense_network': sum(p.numel() for p in self.sense_network.parameters()),
+                'weight_head': sum(p.numel() for p in self.sense_weight_net.parameters())}
+
+    # --- the three pieces: senses, contextualization weights, mixture
+
+    def _values(self, idx):
+        """C(x_j) for every position: (B, k, T, d), sense-major so each sense is one attention head."""
+        if self._sense_table is not None and not self.training and not torch.is_grad_enabled() \
+                and self._sense_table_key == self._sense_state():
+            return _gather_senses(self._sense_table, idx)
+        if not self.config.dedup_senses:
+            return self.sense_network(self.transformer.wte(idx)).transpose(1, 2).contiguous()
+        tokens, where = torch.unique(idx, return_inverse=True)
+        return _gather_senses(self.sense_network(self.transformer.wte(tokens)).transpose(0, 1), where)
+
+    def cache_senses(self, enable=True):
+        """For inference: a table of C(x) for the whole vocabulary (V*k*d floats), computed now in eval
+        mode, then looked up instead of running the sense network whenever the model is in eval mode
+        and records no gradient. It is ignored once E or the sense network change (an optimizer step,
+        load_state_dict, .to()); cache_senses(False) frees it."""
+        self._sense_table = None
+        if enable:
+            was_training = self.training
+            self.eval()
+            with torch.no_grad():
+                ids = torch.arange(self.config.vocab_size, device=self.transformer.wte.weight.device)
+                self._sense_table = self.sense_vectors(ids).transpose(0, 1).contiguous()  # (k, V, d)
+            self.train(was_training)
+            self._sense_table_key = self._sense_state()
+
+    def _sense_state(self):
+        # a parameter's _version counts its in-place updates; data_ptr changes when it is replaced
+        return [(p.data_ptr(), p._version) for p in (self.transformer.wte.weight, *self.sense_network.parameters())]
+
+    def _queries_keys(self, h):
+        """The weight head on ln_f(h): q, k (B, k, T, d/k), q already scaled by 1/sqrt(d/k)."""
+        B, T, d = h.shape
+        S = self.config.n_senses
+        q, k = self.sense_weight_net(h).view(B, T, 2, S, d // S).permute(2, 0, 3, 1, 4).unbind(0)
+        return q * (S / d) ** 0.5, k
+
+    def _final_hidden(self, idx, cache=None, alpha=None, senses=None):
+        v = self._values(idx) if senses is None else senses.transpose(1, 2)
+        if alpha is not None:  # the explicit path: o_i = sum_l sum_j alpha_lij C(x_j)_l
+            return torch.matmul(alpha, v).sum(1)
+        q, k = self._queries_keys(self.transformer(idx, cache))
+        if cache is not None:
+            k, v = cache.append('sense_keys', k), cache.append('senses', v)
+        if q.size(2) == k.size(2):
+            return _CausalSenseMixing.apply(q, k, v, MIX_BLOCK)
+        # one new token against the cache: alpha is (B, k, 1, T), small, and no position is masked
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0).sum(1)
+
+    # --- analysis
+
+    def contextualization(self, idx):
+        """alpha (B, k, T, T), materialised: alpha[b, l, i, j] = weight of sense l of token j at i."""
+        q, k = self._queries_keys(self.transformer(idx))
+        T = idx.size(1)
+        future = torch.ones(T, T, dtype=torch.bool, device=idx.device).triu(1)
+        return torch.softmax((q @ k.transpose(-1, -2)).masked_fill(future, float('-inf')), dim=-1)
+
+    def hidden_states(self, idx):
+        """Per-position representations: the contextual transformer's ln_f(h) and the Backpack's o."""
+        h = self.transformer(idx)
+        q, k = self._queries_keys(h)
+        return {'hidden': h, 'o': _CausalSenseMixing.apply(q, k, self._values(idx), MIX_BLOCK)}
+
+    def sense_vectors(self, token_ids, chunk=4096):
+        """C(x) (n, k, d) for a 1-D tensor of token ids, `chunk` tokens at a time (the whole
+        vocabulary fits: the sense network's (n, 4d) intermediates never exist for all n at once)."""
+        E = self.transformer.wte
+        return torch.cat([self.sense_network(E(ids)) for ids in token_ids.split(chunk)])
+
+    def sense_logits(self, token_ids):
+        """E C(x)_l (n, k, V): the next-token logits each sense pushes up (Hewitt et al., sec. 5)."""
+        return self.sense_vectors(token_ids) @ self.lm_head.weight.t()
+
+
+# ----------------------------------------------------------------------------------------------------
+# pretrained stanfordnlp/backpack-gpt2
+
+def from_pretrained_backpack(path_or_name='stanfordnlp/backpack-gpt2', dropout=None):
+    """BackpackLM with the weights of a HF backpack-gpt2 checkpoint: a local directory (config.json +
+    model.safetensors or pytorch_model.bin), or a hub name when the hub is reachable. No remote code
+    runs. `dropout` overrides the checkpoint's resid_pdrop (e.g. for finetuning)."""
+    directory = Path(path_or_name)
+    if not directory.is_dir():
+        directory = _download(str(path_or_name))
+    hf = json.loads((directory / 'config.json').read_text())
+    if hf.get('activation_function', 'gelu_new') != 'gelu_new' or hf.get('layer_norm_epsilon', 1e-5) != 1e-5 \
+            or hf.get('n_inner') not in (None, 4 * hf.get('n_embd', 768)):
+        raise ValueError(f"{directory}/config.json: only gelu_new, layer_norm_epsilon 1e-5 and n_inner 4*n_embd are supported")
+    config = ModelConfig(
+        block_size=hf.get('n_positions', 512), vocab_size=hf.get('vocab_size', 50264),
+        n_layer=hf.get('n_layer', 12), n_head=hf.get('n_head', 12), n_embd=hf.get('n_embd', 768),
+        n_senses=hf.get('num_senses', 16), sense_intermediate_scale=hf.get('sense_intermediate_scale', 4),
+        scale_attn_by_inverse_layer_idx=hf.get('scale_attn_by_inverse_layer_idx', True), bias=True,
+        dropout=hf.get('resid_pdrop', 0.1) if dropout is None else dropout)
+    model = BackpackLM(config)
+    model.load_state_dict(_convert_hf_state_dict(_read_weights(directory), model), strict=True)
+    return model
+
+
+def _download(name):
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(name, allow_patterns=['config.json', '*.safetensors', 'pytorch_model.bin']))
+    except Exception as e:
+        raise FileNotFoundError(
+            f"cannot get '{name}' from the Hugging Face hub ({type(e).__name__}); offline, pass a local "
+            f"directory with its config.json and model.safetensors or pytorch_model.bin instead") from None
+
+
+def _read_weights(directory):
+    if (directory / 'model.safetensors').exists():
+        from safetensors.torch import load_file
+        return load_file(directory / 'model.safetensors')
+    if (directory / 'pytorch_model.bin').exists():
+        return torch.load(directory / 'pytorch_model.bin', map_location='cpu', weights_only=True)
+    raise FileNotFoundError(f"{directory}: no model.safetensors or pytorch_model.bin")
+
+
+def _convert_hf_state_dict(sd, model):
+    """HF key -> our key; GPT-2 Conv1D weights are stored (in, out) and are transposed, the weight
+    head (an nn.Linear) is not. Tied copies (lm_head, the word/position embedding aliases) must equal
+    the tensor they alias. Every key is used, the attention mask buffers excepted."""
+    renames = [('backpack.gpt2_model.', 'transformer.'), ('backpack.sense_network.', 'sense_network.'),
+               ('backpack.sense_weight_net.c_attn.', 'sense_weight_net.')]
+    aliases = {'lm_head.weight': 'transformer.wte.weight',
+               'backpack.word_embeddings.weight': 'transformer.wte.weight',
+               'backpack.position_embeddings.weight': 'transformer.wpe.weight'}
+    out, tied, unknown = {}, [], []
+    for key, tensor in sd.items():
+        if key.endswith(('.attn.bias', '.attn.masked_bias')):
+            continue
+        if key in aliases:
+            tied.append((key, tensor))
+            continue
+        ours = next((new + key[len(old):] for old, new in renames if key.startswith(old)), None)
+        if ours is None:
+            unknown.append(key)
+            continue
+        conv1d = ours.endswith('.weight') and ('.attn.c_' in ours or 'mlp.c_' in ours)
+        out[ours] = tensor.t() if conv1d else tensor
+    expected = set(model.state_dict()) - {'lm_head.weight'}
+    missing = sorted(expected - set(out))
+    if unknown or missing:
+        raise ValueError(f"backpack-gpt2 checkpoint does not match BackpackLM: unexpected keys {unknown[:5]}, "
+                         f"missing keys {missing[:5]}")
+    for key, tensor in tied:
+        if not torch.equal(tensor, out[aliases[key]]):
+            raise ValueError(f"backpack-gpt2 checkpoint: {key}, a tied copy of {aliases[key]}, differs from it")
+    out['lm_head.weight'] = out['transformer.wte.weight']
+    return out

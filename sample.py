@@ -1,0 +1,63 @@
+"""
+Sample from a trained model (KV-cached generation).
+
+    python sample.py --out_dir out/tiny_backpack --start "<en> Thank you, Mr President. <fr>" --greedy
+    python sample.py --out_dir out/tiny_backpack --start FILE:prompt.txt --num_samples 3 --top_k 50
+
+In --start, `<en>` and `<fr>` are the language tags (inserted as tag ids, not spelled out);
+generation stops at the end-of-document token.
+"""
+import argparse
+import re
+
+import torch
+
+from checkpoint import load_model
+from tokenizer import load_tokenizer
+
+TAG = re.compile(r'<(en|fr)>')
+
+
+def encode_prompt(tokenizer, text):
+    """Token ids of `text`, where `<en>` / `<fr>` become language-tag ids and the rest is plain text."""
+    ids = []
+    for i, part in enumerate(TAG.split(text)):
+        if i % 2:  # odd parts are the captured tag names
+            ids.append(tokenizer.lang_id(part))
+        elif part.strip():
+            ids.extend(tokenizer.encode(part.strip()))
+    if not ids:
+        raise SystemExit("error: --start is empty")
+    return ids
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--out_dir', default='out', help='training output dir (best.pt or ckpt.pt)')
+    p.add_argument('--start', default='<en>', help='prompt text, or FILE:path to read it from a file')
+    p.add_argument('--num_samples', type=int, default=3)
+    p.add_argument('--max_new_tokens', type=int, default=100)
+    p.add_argument('--temperature', type=float, default=0.8)
+    p.add_argument('--top_k', type=int, default=200)
+    p.add_argument('--greedy', action='store_true', help='argmax decoding (ignores temperature/top_k)')
+    p.add_argument('--seed', type=int, default=1337)
+    p.add_argument('--device', default='cpu')
+    args = p.parse_args(argv)
+
+    start = args.start
+    if start.startswith('FILE:'):
+        with open(start[5:], encoding='utf-8') as f:
+            start = f.read()
+    torch.manual_seed(args.seed)
+    model, _ = load_model(args.out_dir, args.device)
+    tokenizer = load_tokenizer(args.out_dir)
+    idx = torch.tensor([encode_prompt(tokenizer, start)], device=args.device)
+    for i in range(args.num_samples):
+        out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                             greedy=args.greedy, stop_ids=[tokenizer.eos_id])
+        new = out[0, idx.shape[1]:].tolist()
+        print(f"--- sample {i + 1}\n{start.strip()} {tokenizer.decode(new)}")
+
+
+if __name__ == '__main__':
+    main()

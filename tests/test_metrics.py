@@ -1,0 +1,218 @@
+"""Metric functions against hand-computed values on tiny inputs."""
+import math
+
+import numpy as np
+import pytest
+import sacrebleu
+import torch
+
+from experiments import metrics as M
+from experiments.word_classes import CATEGORIES, LEXICON, categorize
+
+
+# ----------------------------------------------------------------------------- translation
+
+HYPS = ["The cat sat on the mat today.", "Le chat est sur le tapis rouge.", "Nothing matches here at all"]
+REFS = ["The cat sat on the mat today.", "Le chat dort sur le tapis.", "Completely different words , sorry"]
+
+
+def test_corpus_bleu_and_chrf_match_sacrebleu():
+    bleu = M.corpus_bleu(HYPS, REFS)
+    assert bleu["score"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score)
+    assert "tok:13a" in bleu["signature"] and "smooth:exp" in bleu["signature"]
+    chrf = M.corpus_chrf(HYPS, REFS)
+    assert chrf["score"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS]).score)
+    assert "nc:6" in chrf["signature"]
+
+
+def test_perfect_translation_scores_100():
+    sents = ["the quick brown fox jumps over the dog", "le renard brun saute par-dessus le chien"]
+    scores = M.translation_scores(sents, sents)
+    assert scores["bleu"] == pytest.approx(100.0)
+    assert scores["chrf"] == pytest.approx(100.0)
+    assert scores["sentence_bleu"]["min"] == pytest.approx(100.0)
+    assert scores["exact_match"] == 1.0 and scores["word_f1"] == 1.0 and scores["char_accuracy"] == 1.0
+    assert scores["n"] == 2
+
+
+def test_sentence_bleu_stats_match_sacrebleu_sentence_bleu():
+    expected = [sacrebleu.sentence_bleu(h, [r]).score for h, r in zip(HYPS, REFS)]
+    stats = M.sentence_bleu_stats(HYPS, REFS)
+    assert stats["mean"] == pytest.approx(sum(expected) / 3)
+    assert stats["median"] == pytest.approx(sorted(expected)[1])
+    assert stats["min"] == pytest.approx(min(expected)) and stats["max"] == pytest.approx(100.0)
+
+
+def test_translation_inputs_checked():
+    with pytest.raises(ValueError, match="empty"):
+        M.translation_scores([], [])
+    with pytest.raises(ValueError, match="2 hypotheses but 1"):
+        M.corpus_bleu(["a", "b"], ["a"])
+
+
+def test_exact_match_strips_whitespace():
+    assert M.exact_match([" a b ", "c", "d"], ["a b", "C", "d\n"]) == pytest.approx(2 / 3)
+
+
+def test_unigram_f1_hand_computed():
+    # hyp tokens: the cat sat on the mat (6); ref: the cat is on the mat . (7); overlap the×2 cat on mat = 5
+    # P = 5/6, R = 5/7, F1 = 2PR/(P+R) = 10/13
+    assert M.unigram_f1("the cat sat on the mat", "the cat is on the mat.") == pytest.approx(10 / 13)
+    # 13a splits punctuation: [Hello , world !] vs [Hello world]: P = 2/4, R = 1 -> 2/3
+    assert M.unigram_f1("Hello, world!", "Hello world") == pytest.approx(2 / 3)
+    assert M.unigram_f1("The", "the") == 0.0  # case-sensitive
+    assert M.unigram_f1("", "  ") == 1.0
+    assert M.unigram_f1("", "word") == 0.0 and M.unigram_f1("word", "") == 0.0
+
+
+def test_levenshtein_examples():
+    assert M.levenshtein("kitten", "sitting") == 3
+    assert M.levenshtein("intention", "execution") == 5
+    assert M.levenshtein("flaw", "lawn") == 2
+    assert M.levenshtein("", "abc") == 3 and M.levenshtein("abc", "") == 3 and M.levenshtein("", "") == 0
+    assert M.levenshtein("café", "cafe") == 1  # an accented letter is one character
+    assert M.levenshtein("cafe\u0301", "café") == 0  # combining accent == precomposed (NFC)
+    assert M.levenshtein("élève", "eleve") == 2
+
+
+def test_char_accuracy():
+    assert M.char_accuracy("kitten", "sitting") == pytest.approx(1 - 3 / 7)
+    assert M.char_accuracy("", "") == 1.0
+    assert M.char_accuracy("abc", "") == 0.0
+    assert M.char_accuracy("abcd", "abcd") == 1.0
+    assert M.char_accuracy("cafe\u0301", "cafe") == pytest.approx(1 - 1 / 4)  # 4 NFC characters
+
+
+# ----------------------------------------------------------------------------- similarity
+
+def test_spearman_known_ranking():
+    # pred ranks 1 3 2 4 vs gold 1 2 3 4: sum d^2 = 2, rho = 1 - 6*2/(4*(16-1)) = 0.8
+    result = M.spearman([0.1, 0.4, 0.35, 0.8], [1, 2, 3, 4])
+    assert result["rho"] == pytest.approx(0.8) and result["n"] == 4
+    assert M.spearman([1, 2, 3], [3, 2, 1])["rho"] == pytest.approx(-1.0)
+    assert math.isnan(M.spearman([1, 1, 1], [1, 2, 3])["rho"])
+    with pytest.raises(ValueError):
+        M.spearman([1.0], [2.0])
+    with pytest.raises(ValueError):
+        M.spearman([1, 2, 3], [1, 2])
+
+
+def test_cosine_and_matrices():
+    assert M.cosine([1, 0], [1, 1]) == pytest.approx(1 / math.sqrt(2))
+    assert M.cosine(torch.tensor([2.0, 0.0]), np.array([-3.0, 0.0])) == pytest.approx(-1.0)
+    assert M.cosine([0, 0], [1, 1]) == 0.0
+    C = M.cosine_matrix([[1, 0], [0, 2]], [[3, 0], [1, 1], [0, -1]])
+    np.testing.assert_allclose(C, [[1, 1 / math.sqrt(2), 0], [0, 1 / math.sqrt(2), -1]], atol=1e-12)
+    P = M.pairwise_cosine(np.array([[1.0, 0], [0, 1], [1, 1]]))
+    assert P.shape == (3, 3)
+    np.testing.assert_allclose(np.diag(P), 1.0)
+    assert P[0, 2] == pytest.approx(1 / math.sqrt(2)) and P[0, 1] == pytest.approx(0.0)
+
+
+# ----------------------------------------------------------------------------- lexicon induction
+
+def test_csls_by_hand():
+    S = np.array([[1.0, 0.0], [0.0, 1.0]])
+    T = np.array([[1.0, 0.0], [0.6, 0.8]])
+    # cos: s0.t0 = 1, s0.t1 = .6, s1.t0 = 0, s1.t1 = .8
+    # k=1: r_T = (1, .8), r_S = (1, .8)
+    np.testing.assert_allclose(M.csls_scores(S, T, k=1), [[0.0, -0.6], [-1.8, 0.0]], atol=1e-12)
+    # k=2: r_T = (.8, .4), r_S = (.5, .7)
+    expected_k2 = [[2 - 0.8 - 0.5, 1.2 - 0.8 - 0.7], [0 - 0.4 - 0.5, 1.6 - 0.4 - 0.7]]
+    np.testing.assert_allclose(M.csls_scores(S, T, k=2), expected_k2, atol=1e-12)
+    np.testing.assert_allclose(M.csls_scores(3 * S, 5 * T, k=10), expected_k2, atol=1e-12)  # k capped at 2
+    np.testing.assert_allclose(M.csls_scores(S, T, k=2, queries=[1]), [expected_k2[1]], atol=1e-12)
+
+
+def test_precision_at_k_toy_matrix():
+    src, tgt = ["a", "b", "c"], ["w", "x", "y", "z"]
+    gold = {"a": {"x"}, "b": {"z"}, "d": {"w"}}  # 'c' has no gold entry, 'd' has no row
+    scores = np.array([[0.9, 0.1, 0.8, 0.0],    # a: order w y x z -> hit at rank 3
+                       [0.1, 0.2, 0.3, 0.9],    # b: z first -> hit at rank 1
+                       [0.0, 0.0, 0.0, 1.0]])   # c: ignored
+    result = M.precision_at_k(scores, src, tgt, gold, ks=(1, 2, 5))
+    assert result["p@1"] == 0.5 and result["p@2"] == 0.5 and result["p@5"] == 1.0
+    assert (result["n_gold"], result["n_covered"], result["n_oov"], result["n_reachable"]) == (3, 2, 1, 2)
+    # ties go to the lower column index: a's top-1 among equal scores is w (not gold)
+    tied = M.precision_at_k(np.ones((3, 4)), src, tgt, {"a": {"w"}, "b": {"x"}}, ks=(1,))
+    assert tied["p@1"] == 0.5
+    with pytest.raises(ValueError, match="no source word"):
+        M.precision_at_k(scores, src, tgt, {"q": {"w"}})
+    with pytest.raises(ValueError, match="score matrix"):
+        M.precision_at_k(scores[:, :3], src, tgt, gold)
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+def test_retrieval_identity_and_shuffled():
+    X = np.eye(4)
+    same = M.retrieval_scores(X, X)
+    assert same["p@1_x2y"] == 1.0 and same["p@1_y2x"] == 1.0
+    assert same["mean_true_cos"] == pytest.approx(1.0) and same["mean_random_cos"] == pytest.approx(0.0)
+    assert same["margin"] == pytest.approx(1.0) and same["n"] == 4
+    shuffled = M.retrieval_scores(X, X[[1, 0, 2, 3]])  # pairs 0 and 1 swapped
+    assert shuffled["p@1_x2y"] == 0.5 and shuffled["p@1_y2x"] == 0.5
+    assert shuffled["mean_true_cos"] == pytest.approx(0.5)
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(50, 8))
+    assert M.retrieval_scores(Z, Z, seed=3) == M.retrieval_scores(Z, Z, seed=3)
+    with pytest.raises(ValueError):
+        M.retrieval_scores(Z[:1], Z[:1])
+
+
+def test_derangement_has_no_fixed_points():
+    for n in (2, 3, 10, 101):
+        for seed in range(5):
+            p = M.derangement(n, seed)
+            assert sorted(p.tolist()) == list(range(n)) and not np.any(p == np.arange(n))
+
+
+# ----------------------------------------------------------------------------- perplexity
+
+def test_ppl_and_bits_per_byte():
+    assert M.ppl(10 * math.log(4), 10) == pytest.approx(4.0)
+    assert M.ppl(0.0, 5) == 1.0
+    assert M.bits_per_byte(12 * math.log(2), 4) == pytest.approx(3.0)
+    with pytest.raises(ValueError):
+        M.ppl(1.0, 0)
+    with pytest.raises(ValueError):
+        M.bits_per_byte(1.0, 0)
+
+
+# ----------------------------------------------------------------------------- sense helpers
+
+def test_softmax_entropy_and_topk_overlap():
+    H = M.softmax_entropy(torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, -math.inf, -math.inf, -math.inf]]))
+    np.testing.assert_allclose(H, [math.log(4), 0.0], atol=1e-12)
+    assert M.softmax_entropy(np.array([math.log(3), 0.0]))[()] == pytest.approx(
+        -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert M.topk_overlap([1, 2, 3], [2, 3, 4]) == pytest.approx(0.5)
+    assert M.topk_overlap(torch.tensor([5, 6]), [6, 5]) == 1.0
+    assert M.topk_overlap([1], [2]) == 0.0
+    with pytest.raises(ValueError):
+        M.topk_overlap([], [])
+
+
+# ----------------------------------------------------------------------------- word classes
+
+@pytest.mark.parametrize("token, lang, category", [
+    ("▁The", None, "article"), ("Ġa", None, "article"), ("a", "fr", "auxiliary"), ("l'", "fr", "article"),
+    ("▁l", None, "article"), ("aux", "fr", "article"), ("dans", None, "preposition"),
+    ("between", "en", "preposition"), ("Nous", None, "pronoun"), ("quelqu’un", "fr", "pronoun"),
+    ("their", "en", "pronoun"), ("été", None, "auxiliary"), ("could", None, "auxiliary"),
+    ("'s", "en", "auxiliary"), ("parce", "fr", "conjunction"), ("because", None, "conjunction"),
+    ("…", None, "punctuation"), (",", "fr", "punctuation"), ("▁", None, "punctuation"),
+    ("1,000", None, "number"), ("21st", "en", "number"), ("vingt", "fr", "number"),
+    ("maison", "fr", "content"), ("▁house", None, "content"), ("pas", "fr", "content"),
+])
+def test_categorize(token, lang, category):
+    assert categorize(token, lang) == category
+
+
+def test_word_class_lists():
+    assert set(LEXICON) == {"en", "fr"}
+    for lang, classes in LEXICON.items():
+        assert set(classes) == set(CATEGORIES) - {"punctuation", "content"}
+        assert all(w == w.lower() and w.strip() == w for words in classes.values() for w in words)
+    with pytest.raises(ValueError):
+        categorize("le", "de")

@@ -1,0 +1,343 @@
+"""Tests of model.py: the Backpack against an independent reference (transformers.GPT2Model for the
+contextual part, the sense network and the weight head written out from their equations) on a random
+checkpoint in backpack-gpt2's exact HF layout; the fused mixture against the explicit alpha; the chunked
+loss against the full logits; cached against uncached generation; shapes, counts, the loader's errors."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import model as model_module
+from model import BackpackLM, ModelConfig, StandardTransformerLM, from_pretrained_backpack
+
+TINY = dict(block_size=24, vocab_size=97, n_layer=2, n_head=2, n_embd=32, n_senses=4, dropout=0.0)
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def grads(model, loss):
+    return torch.autograd.grad(loss, list(model.parameters()))
+
+
+# ----------------------------------------------------------------------------------------------------
+# pretrained-weights parity
+
+HF = dict(vocab_size=97, n_positions=24, n_layer=2, n_head=2, n_embd=32, num_senses=4, sense_intermediate_scale=3)
+
+
+@pytest.fixture(scope='module')
+def hf_checkpoint(tmp_path_factory):
+    """A random backpack-gpt2 checkpoint as HF saves it: Conv1D weights (in, out), the weight head an
+    nn.Linear (out, in), tied copies, the GPT-2 attention mask buffers. LayerNorm gains and biases are
+    random too so that no parameter can be silently dropped or swapped."""
+    transformers = pytest.importorskip('transformers')
+    from safetensors.torch import save_file
+    V, P, d, k, s = HF['vocab_size'], HF['n_positions'], HF['n_embd'], HF['num_senses'], HF['sense_intermediate_scale']
+    gpt2_config = transformers.GPT2Config(
+        vocab_size=V, n_positions=P, n_embd=d, n_layer=HF['n_layer'], n_head=HF['n_head'],
+        activation_function='gelu_new', layer_norm_epsilon=1e-5, scale_attn_by_inverse_layer_idx=True,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape, mean=0.0):
+        return mean + 0.2 * torch.randn(*shape, generator=g)
+
+    sd = {}
+    for name, t in transformers.GPT2Model(gpt2_config).state_dict().items():
+        sd['backpack.gpt2_model.' + name] = rand(*t.shape, mean=1.0 if 'ln_' in name and name.endswith('weight') else 0.0)
+    for layer in range(HF['n_layer']):
+        sd[f'backpack.gpt2_model.h.{layer}.attn.bias'] = torch.tril(torch.ones(P, P, dtype=torch.bool))[None, None]
+        sd[f'backpack.gpt2_model.h.{layer}.attn.masked_bias'] = torch.tensor(-1e4)
+    sn = 'backpack.sense_network.'
+    for ln in ('ln', 'block.ln_1', 'block.ln_2'):
+        sd[sn + ln + '.weight'], sd[sn + ln + '.bias'] = rand(d, mean=1.0), rand(d)
+    for conv, n_in, n_out in (('block.mlp.c_fc', d, 4 * d), ('block.mlp.c_proj', 4 * d, d),
+                              ('final_mlp.c_fc', d, s * d), ('final_mlp.c_proj', s * d, k * d)):
+        sd[sn + conv + '.weight'], sd[sn + conv + '.bias'] = rand(n_in, n_out), rand(n_out)
+    sd['backpack.sense_weight_net.c_attn.weight'] = rand(2 * d, d)
+    sd['backpack.sense_weight_net.c_attn.bias'] = rand(2 * d)
+    sd['lm_head.weight'] = sd['backpack.gpt2_model.wte.weight'].clone()
+    sd['backpack.word_embeddings.weight'] = sd['backpack.gpt2_model.wte.weight'].clone()
+    sd['backpack.position_embeddings.weight'] = sd['backpack.gpt2_model.wpe.weight'].clone()
+
+    directory = tmp_path_factory.mktemp('backpack-gpt2')
+    save_file(sd, str(directory / 'model.safetensors'))
+    config = dict(HF, model_type='backpack-gpt2', activation_function='gelu_new', layer_norm_epsilon=1e-5,
+                  scale_attn_by_inverse_layer_idx=True, resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1, n_inner=None)
+    (directory / 'config.json').write_text(json.dumps(config))
+    return directory, sd, gpt2_config
+
+
+def reference_logits(sd, gpt2_config, idx):
+    """backpack-gpt2's forward from its equations; only the contextual transformer is borrowed."""
+    import transformers
+    d, k = HF['n_embd'], HF['num_senses']
+    gpt2 = transformers.GPT2Model._from_config(gpt2_config, attn_implementation='eager').eval()
+    prefix = 'backpack.gpt2_model.'
+    gpt2.load_state_dict({key[len(prefix):]: t for key, t in sd.items()
+                          if key.startswith(prefix) and not key.endswith(('.attn.bias', '.attn.masked_bias'))})
+    p = {key[len('backpack.sense_network.'):]: t for key, t in sd.items() if key.startswith('backpack.sense_network.')}
+
+    def ln(x, name):
+        return F.layer_norm(x, (d,), p[name + '.weight'], p[name + '.bias'], eps=1e-5)
+
+    def mlp(x, name):  # Conv1D: x @ W + b with W stored (in, out)
+        h = F.gelu(x @ p[name + '.c_fc.weight'] + p[name + '.c_fc.bias'], approximate='tanh')
+        return h @ p[name + '.c_proj.weight'] + p[name + '.c_proj.bias']
+
+    B, T = idx.shape
+    E = sd['backpack.gpt2_model.wte.weight']
+    r0 = E[idx]
+    h0 = ln(r0, 'ln')
+    r1 = h0 + r0
+    r2 = r1 + mlp(ln(r1, 'block.ln_1'), 'block.mlp')
+    senses = mlp(ln(r2, 'block.ln_2'), 'final_mlp').view(B, T, k, d).transpose(1, 2)  # (B, k, T, d)
+    with torch.no_grad():
+        hidden = gpt2(idx).last_hidden_state
+    qk = (hidden @ sd['backpack.sense_weight_net.c_attn.weight'].t() + sd['backpack.sense_weight_net.c_attn.bias'])
+    q, key = qk.view(B, T, 2, k, d // k).unbind(2)
+    scores = torch.einsum('bthd,bshd->bhts', q, key / (d // k) ** 0.5)
+    alpha = torch.softmax(scores + torch.triu(torch.full((T, T), -10000.0), 1), dim=-1)
+    return torch.sum(alpha @ senses, dim=1) @ E.t()
+
+
+def test_pretrained_backpack_matches_reference(hf_checkpoint):
+    directory, sd, gpt2_config = hf_checkpoint
+    model = from_pretrained_backpack(directory).eval()
+    assert model.config.scale_attn_by_inverse_layer_idx and model.config.bias and model.config.dropout == 0.1
+    idx = torch.randint(0, HF['vocab_size'], (3, HF['n_positions']), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits, _ = model(idx, return_logits=True)
+    assert rel_err(logits, reference_logits(sd, gpt2_config, idx)) <= 1e-5
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_pretrained_backpack_from_pytorch_model_bin(hf_checkpoint, tmp_path):
+    directory, sd, _ = hf_checkpoint
+    torch.save(sd, tmp_path / 'pytorch_model.bin')
+    (tmp_path / 'config.json').write_text((directory / 'config.json').read_text())
+    a, b = from_pretrained_backpack(directory).eval(), from_pretrained_backpack(tmp_path, dropout=0.0).eval()
+    assert b.config.dropout == 0.0
+    idx = torch.randint(0, HF['vocab_size'], (2, 10))
+    with torch.no_grad():
+        assert torch.equal(a(idx, return_logits=True)[0], b(idx, return_logits=True)[0])
+
+
+def write_checkpoint(directory, sd, config_dir, **config_changes):
+    from safetensors.torch import save_file
+    directory.mkdir()
+    save_file(sd, str(directory / 'model.safetensors'))
+    config = json.loads((config_dir / 'config.json').read_text())
+    (directory / 'config.json').write_text(json.dumps({**config, **config_changes}))
+    return directory
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda sd: sd.pop('backpack.sense_network.final_mlp.c_fc.bias'), 'missing keys'),
+    (lambda sd: sd.update({'backpack.extra.weight': torch.zeros(1)}), 'unexpected keys'),
+    (lambda sd: sd['lm_head.weight'].add_(1.0), 'tied copy'),
+    (lambda sd: sd['backpack.word_embeddings.weight'].add_(1.0), 'tied copy'),
+    (lambda sd: sd['backpack.position_embeddings.weight'].add_(1.0), 'tied copy'),
+])
+def test_loader_rejects_mismatched_checkpoints(hf_checkpoint, tmp_path, change, message):
+    directory, sd, _ = hf_checkpoint
+    sd = {key: t.clone() for key, t in sd.items()}
+    change(sd)
+    with pytest.raises(ValueError, match=message):
+        from_pretrained_backpack(write_checkpoint(tmp_path / 'ckpt', sd, directory))
+
+
+def test_loader_rejects_unsupported_config(hf_checkpoint, tmp_path):
+    directory, sd, _ = hf_checkpoint
+    with pytest.raises(ValueError, match='gelu_new'):
+        from_pretrained_backpack(write_checkpoint(tmp_path / 'ckpt', sd, directory, activation_function='relu'))
+
+
+def test_loader_missing_weights_file(hf_checkpoint, tmp_path):
+    (tmp_path / 'config.json').write_text((hf_checkpoint[0] / 'config.json').read_text())
+    with pytest.raises(FileNotFoundError, match='no model.safetensors or pytorch_model.bin'):
+        from_pretrained_backpack(tmp_path)
+
+
+def test_loader_offline_hub_name_says_how_to_pass_a_directory(monkeypatch):
+    hub = pytest.importorskip('huggingface_hub')
+    monkeypatch.setattr(hub.constants, 'HF_HUB_OFFLINE', True)  # never touch the network here
+    with pytest.raises(FileNotFoundError, match='pass a local directory') as error:
+        from_pretrained_backpack('nonexistent-org/no-such-backpack')
+    assert '\n' not in str(error.value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the fast paths equal the plain ones
+
+def test_fused_mixture_equals_explicit_alpha():
+    """Several query blocks (the last one partial), forward and backward, fp32."""
+    torch.manual_seed(0)
+    model = BackpackLM(ModelConfig(**dict(TINY, block_size=160, n_layer=1)))
+    idx, targets = torch.randint(0, 97, (2, 150)), torch.randint(0, 97, (2, 150))
+    assert 150 > 2 * model_module.MIX_BLOCK
+    fused_logits, fused_loss = model(idx, targets, return_logits=True)
+    explicit_logits, explicit_loss = model(idx, targets, return_logits=True, alpha=model.contextualization(idx))
+    assert rel_err(fused_logits, explicit_logits) <= 1e-5
+    for a, b in zip(grads(model, fused_loss), grads(model, explicit_loss)):
+        assert rel_err(a, b) <= 1e-5
+
+
+def test_chunked_loss_equals_full_logits():
+    """Several row chunks (V large enough that a chunk is 119 rows), ignored targets, float64."""
+    torch.manual_seed(0)
+    N, d, V = 300, 8, 70_000
+    x = torch.randn(N, d, dtype=torch.float64, requires_grad=True)
+    E = torch.randn(V, d, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, V, (N,))
+    y[::7] = -1
+    loss = model_module._ChunkedLinearCrossEntropy.apply(x, E, y, True)
+    reference = F.cross_entropy(x @ E.t(), y, ignore_index=-1)
+    assert rel_err(loss, reference) <= 1e-12
+    for a, b in zip(torch.autograd.grad(2 * loss, (x, E)), torch.autograd.grad(2 * reference, (x, E))):
+        assert rel_err(a, b) <= 1e-12
+
+
+@pytest.mark.parametrize('cls', [BackpackLM, StandardTransformerLM])
+def test_loss_without_logits_equals_loss_with_logits(cls):
+    torch.manual_seed(0)
+    model = cls(ModelConfig(**TINY))
+    idx, targets = torch.randint(0, 97, (3, 20)), torch.randint(0, 97, (3, 20))
+    targets[0, :4] = -1
+    logits, loss = model(idx, targets)
+    full_logits, full_loss = model(idx, targets, return_logits=True)
+    assert logits is None and full_logits.shape == (3, 20, 97)
+    assert rel_err(loss, full_loss) <= 1e-6
+    for a, b in zip(grads(model, loss), grads(model, full_loss)):
+        assert rel_err(a, b) <= 1e-5
+
+
+def test_sense_dedup_and_vocabulary_table_are_exact():
+    torch.manual_seed(0)
+    model = BackpackLM(ModelConfig(**TINY))
+    plain = BackpackLM(ModelConfig(**dict(TINY, dedup_senses=False)))
+    plain.load_state_dict(model.state_dict())
+    idx, targets = torch.randint(0, 10, (3, 20)), torch.randint(0, 97, (3, 20))  # many repeated tokens
+    assert rel_err(model(idx, targets)[1], plain(idx, targets)[1]) <= 1e-6
+    for a, b in zip(grads(model, model(idx, targets)[1]), grads(plain, plain(idx, targets)[1])):
+        assert rel_err(a, b) <= 1e-5
+    model.eval()
+    with torch.no_grad():
+        before = model(idx, return_logits=True)[0]
+        model.cache_senses()
+        assert torch.equal(model(idx, return_logits=True)[0], before)
+    model.train()
+    model(idx, targets)[1].backward()
+    torch.optim.SGD(model.parameters(), lr=1.0).step()
+    model.eval()
+    with torch.no_grad():  # the table is now stale and must be ignored
+        after = model(idx, return_logits=True)[0]
+        model.cache_senses(False)
+        assert torch.equal(model(idx, return_logits=True)[0], after)
+    assert not torch.equal(after, before)
+
+
+# ----------------------------------------------------------------------------------------------------
+# generation
+
+@pytest.mark.parametrize('cls', [BackpackLM, StandardTransformerLM])
+def test_cached_generation_equals_uncached(cls):
+    """Greedy, batch 3, past block_size (24): the cache is rebuilt on the cropped window."""
+    torch.manual_seed(0)
+    model = cls(ModelConfig(**TINY)).eval()
+    prompt = torch.randint(0, 97, (3, 5))
+    cached = model.generate(prompt, 40, greedy=True)
+    uncached = model.generate(prompt, 40, greedy=True, use_cache=False)
+    assert cached.shape == (3, 45) and torch.equal(cached[:, :5], prompt)
+    assert torch.equal(cached, uncached)
+
+
+def test_generation_stops_and_samples_within_top_k():
+    torch.manual_seed(0)
+    model = BackpackLM(ModelConfig(**TINY)).eval()
+    prompt = torch.randint(0, 97, (2, 4))
+    stop = int(model.generate(prompt, 1, greedy=True)[0, -1])  # row 0's first new token
+    out = model.generate(prompt, 30, greedy=True, stop_ids=[stop])
+    free = model.generate(prompt, out.size(1) - 4, greedy=True)
+    for row in range(2):
+        hits = (out[row, 4:] == stop).nonzero()
+        first = 4 + int(hits[0]) if len(hits) else out.size(1)
+        assert torch.equal(out[row, :first + 1], free[row, :first + 1])
+        assert (out[row, first:] == stop).all()  # a stopped row repeats its stop token
+    assert out.size(1) == 34 or (out[:, 4:] == stop).any(1).all()  # ends early only once all stopped
+    assert model.generate(prompt[:1], 30, greedy=True, stop_ids=[stop]).size(1) == 5
+    top1 = model.generate(prompt, 5, temperature=0.7, top_k=1)
+    assert torch.equal(top1, model.generate(prompt, 5, greedy=True))
+
+
+# ----------------------------------------------------------------------------------------------------
+# shapes, analysis API, counts, optimizer groups, init
+
+def test_shapes_and_analysis_api():
+    torch.manual_seed(0)
+    model = BackpackLM(ModelConfig(**TINY)).eval()
+    B, T, k, d, V = 2, 7, 4, 32, 97
+    idx = torch.randint(0, V, (B, T))
+    with torch.no_grad():
+        logits, loss = model(idx)
+        assert logits.shape == (B, 1, V) and loss is None
+        assert torch.allclose(logits[:, 0], model(idx, return_logits=True)[0][:, -1], atol=1e-6)
+        hidden = model.hidden_states(idx)
+        assert hidden['hidden'].shape == hidden['o'].shape == (B, T, d)
+        assert torch.allclose(hidden['o'] @ model.input_embeddings().t(), model(idx, return_logits=True)[0], atol=1e-5)
+        alpha = model.contextualization(idx)
+        assert alpha.shape == (B, k, T, T)
+        assert torch.allclose(alpha.sum(-1), torch.ones(B, k, T)) and (alpha.triu(1) == 0).all()
+        senses = model.sense_vectors(idx.flatten(), chunk=3)
+        assert senses.shape == (B * T, k, d)
+        assert torch.allclose(model.sense_logits(idx[0]), senses[:T] @ model.input_embeddings().t(), atol=1e-6)
+        # interventions: o is linear in the senses; an edited alpha replaces the computed one
+        per_position = senses.view(B, T, k, d)
+        base = model(idx, return_logits=True)[0]
+        assert torch.allclose(model(idx, return_logits=True, senses=per_position)[0], base, atol=1e-5)
+        assert torch.allclose(model(idx, return_logits=True, senses=2 * per_position)[0], 2 * base, atol=1e-5)
+        uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]
+        mean_senses = model(idx, return_logits=True, alpha=uniform.expand(B, k, T, T))[0]
+        expected = (torch.cumsum(per_position.sum(2), 1) / torch.arange(1, T + 1)[:, None]) @ model.input_embeddings().t()
+        assert torch.allclose(mean_senses, expected, atol=1e-5)
+    transformer = StandardTransformerLM(ModelConfig(**dict(TINY, n_senses=1)))
+    assert set(transformer.hidden_states(idx)) == {'hidden'}
+    with pytest.raises(AssertionError):
+        model(torch.zeros(1, TINY['block_size'] + 1, dtype=torch.long))
+
+
+def test_parameter_counts():
+    with torch.device('meta'):
+        backpack = BackpackLM(ModelConfig(vocab_size=50264, block_size=512, n_layer=12, n_head=12, n_embd=768,
+                                          n_senses=16, bias=True, scale_attn_by_inverse_layer_idx=True))
+        gpt2 = StandardTransformerLM(ModelConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12,
+                                                 n_embd=768, bias=True))
+    assert gpt2.get_num_params(non_embedding=False) == 124_439_808  # GPT-2 small
+    assert backpack.get_num_params(non_embedding=False) == 170_083_584  # Backpack-Small, "170M"
+    counts = backpack.param_counts()
+    assert counts['sense_network'] == 44_850_432 and counts['weight_head'] == 768 * 1536 + 1536
+    assert counts['total'] == sum(v for key, v in counts.items() if key != 'total')
+    assert backpack.get_num_params() == counts['total'] - counts['positions']
+    tiny = StandardTransformerLM(ModelConfig(**TINY)).param_counts()
+    assert tiny['contextual_transformer'] == 2 * (2 * 32 + 12 * 32 * 32) + 32  # per layer 2 LN gains + 12 d^2; ln_f
+
+
+def test_configure_optimizers_groups():
+    model = BackpackLM(ModelConfig(**dict(TINY, bias=True)))
+    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    decay, no_decay = optimizer.param_groups
+    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
+    assert all(p.dim() >= 2 for p in decay['params']) and all(p.dim() < 2 for p in no_decay['params'])
+    assert len(decay['params']) + len(no_decay['params']) == len(list(model.parameters()))
+
+
+def test_init_scales_residual_projections():
+    torch.manual_seed(0)
+    model = StandardTransformerLM(ModelConfig(**dict(TINY, n_layer=8, n_embd=128)))
+    std = model.transformer.h[0].attn.c_proj.weight.std().item()
+    assert abs(std / (0.02 / 4.0) - 1) < 0.05  # 0.02 / sqrt(2 * 8)
+    assert abs(model.transformer.h[0].attn.c_attn.weight.std().item() / 0.02 - 1) < 0.05
