@@ -7,6 +7,9 @@ Sample from a trained model (KV-cached generation).
 In --start, `<en>` and `<fr>` are the language tags (inserted as tag ids, not spelled out);
 generation stops at the end-of-document token.
 """
+import os
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP: spinning threads starve
+                                                     # each other on small CPUs (8x slower at load 2)
 import argparse
 import re
 

@@ -13,8 +13,10 @@ Resume an interrupted run (restores weights, optimizer, scaler, iteration, RNG a
 `python train.py --help` lists every key. Settings come from the defaults below, then config/*.py,
 then --key value (see configurator.py).
 """
-import math
 import os
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP: spinning threads starve
+                                                     # each other on small CPUs (8x slower at load 2)
+import math
 import random
 import shutil
 import signal
@@ -80,6 +82,11 @@ probe_words_en = ['bank', 'right', 'play', 'parliament']
 probe_words_fr = ['droit', 'livre', 'temps', 'parlement']
 probe_top_k = 5
 # -----------------------------------------------------------------------------
+
+# what train.py copies from the data dir into out_dir (tokenizer.load_tokenizer(out_dir) and the
+# held-out evaluation then work from out_dir alone)
+EVAL_FILES = ('meta.json', 'tokenizer', 'vocab_map.npy', 'words.json', 'test.en', 'test.fr',
+              'val_en.bin', 'val_fr.bin', 'test_en.bin', 'test_fr.bin')
 
 # dense bf16/fp16 tensor-core peaks, FLOP/s, for the MFU estimate
 PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'A10G': 125e12, 'L4': 121e12,
@@ -295,16 +302,14 @@ def main():
 
     if master:
         os.makedirs(out_dir, exist_ok=True)
-        # out_dir carries the data's tokenizer, so evaluation needs only out_dir
-        shutil.copy(os.path.join(data_path, 'meta.json'), os.path.join(out_dir, 'meta.json'))
-        for name in ('tokenizer', 'vocab_map.npy', 'words.json'):
+        # out_dir carries the data's tokenizer and held-out files, so evaluation needs only out_dir
+        for name in EVAL_FILES:
             src = os.path.join(data_path, name)
             if os.path.isdir(src):
                 shutil.copytree(src, os.path.join(out_dir, name), dirs_exist_ok=True)
             elif os.path.isfile(src):
                 shutil.copy(src, os.path.join(out_dir, name))
-        counts = raw_model.get_num_params()
-        print(f"{model_type}: {counts['total'] if isinstance(counts, dict) else counts:,} parameters; "
+        print(f"{model_type}: {raw_model.param_counts()['total']:,} parameters; "
               f"data {data_path} (vocab {meta['vocab_size']}); device {dev} {ptdtype_name}; "
               f"{world} process(es) x {accum} micro-steps x {batch_size} x {block_size} tokens per iteration")
 

@@ -206,6 +206,17 @@ def csls_scores(S, T, k: int = 10, queries=None) -> np.ndarray:
     return (2 * Q @ T.T - r_t[:, None] - r_s[None, :]).numpy()
 
 
+def top_columns(scores, k):
+    """Column indices of the k highest scores of each row, best first, ties by lower column index:
+    the first k of a stable descending sort, without sorting whole rows. Every column tied with
+    the k-th value is kept as a candidate, then the candidates are sorted stably by index."""
+    threshold = scores.topk(k, dim=1).values[:, -1:]
+    m = int((scores >= threshold).sum(1).max())
+    candidates = scores.topk(m, dim=1).indices.sort(dim=1).values
+    ranked = torch.argsort(-scores.gather(1, candidates), dim=1, stable=True)[:, :k]
+    return candidates.gather(1, ranked)
+
+
 def precision_at_k(score_matrix, src_words: list[str], tgt_words: list[str],
                    gold: dict[str, set[str]], ks=(1, 5)) -> dict:
     """Bilingual lexicon induction precision. Row i of score_matrix scores source word
@@ -227,7 +238,7 @@ def precision_at_k(score_matrix, src_words: list[str], tgt_words: list[str],
     if not rows:
         raise ValueError("no source word of the score matrix is in the gold dictionary")
     kmax = min(max(ks), len(tgt_words))
-    order = torch.argsort(-scores[rows], dim=1, stable=True)[:, :kmax].tolist()
+    order = top_columns(scores[rows], kmax).tolist()
     tgt_set = set(tgt_words)
     result = {}
     for k in ks:

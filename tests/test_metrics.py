@@ -216,3 +216,11 @@ def test_word_class_lists():
         assert all(w == w.lower() and w.strip() == w for words in classes.values() for w in words)
     with pytest.raises(ValueError):
         categorize("le", "de")
+
+
+def test_top_columns_equals_a_stable_descending_sort_with_ties():
+    from experiments.metrics import top_columns
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (25, 40), generator=g).double()  # many ties
+    for k in (1, 5, 40):
+        assert torch.equal(top_columns(scores, k), torch.argsort(-scores, dim=1, stable=True)[:, :k])

@@ -5,41 +5,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
 from checkpoint import load_model
-from conftest import REPO
-
-TINY = ['--config', 'train_europarl_tiny', '--device', 'cpu', '--block_size', '32', '--n_layer', '1',
-        '--n_head', '2', '--n_embd', '32', '--n_senses', '4', '--batch_size', '8', '--eval_iters', '4',
-        '--log_interval', '5', '--warmup_iters', '5', '--lr_decay_iters', '100', '--learning_rate', '1e-2']
-
-
-def train(*args, check=True, timeout=300):
-    result = subprocess.run([sys.executable, str(REPO / 'train.py'), *map(str, args)], cwd=REPO,
-                            capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return result
+from conftest import REPO, TINY_TRAIN_ARGS as TINY, run_train as train
 
 
 def read_log(out_dir):
     return json.loads((out_dir / 'training_log.json').read_text())
 
 
-@pytest.fixture(scope='module')
-def tiny_run(sample_data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp('run') / 'backpack'
-    train(*TINY, '--data_dir', sample_data_dir, '--out_dir', out, '--max_iters', 60, '--eval_interval', 20)
-    return out
-
-
-def test_tiny_run_learns_and_writes_its_outputs(tiny_run, sample_data_dir):
-    log = read_log(tiny_run)
+def test_tiny_backpack_dir_learns_and_writes_its_outputs(tiny_backpack_dir, sample_data_dir):
+    log = read_log(tiny_backpack_dir)
     vocab = json.loads((sample_data_dir / 'meta.json').read_text())['vocab_size']
     first, last = log['evals'][0], log['evals'][-1]
     assert [e['iter'] for e in log['evals']] == [0, 20, 40, 60] and len(log['train_loss']) == 60
@@ -54,16 +34,16 @@ def test_tiny_run_learns_and_writes_its_outputs(tiny_run, sample_data_dir):
                            'fr:droit', 'fr:livre', 'fr:temps', 'fr:parlement'}
     assert all(len(s) == 4 and all(len(top) == 5 for top in s) for s in senses.values())
     for name in ('ckpt.pt', 'best.pt', 'loss_curve.png', 'meta.json', 'tokenizer/tokenizer.json', 'words.json'):
-        assert (tiny_run / name).exists(), name
+        assert (tiny_backpack_dir / name).exists(), name
 
 
-def test_checkpoints_load_weights_only_and_best_reproduces_its_val_loss(tiny_run, sample_data_dir):
-    ckpt = torch.load(tiny_run / 'ckpt.pt', weights_only=True)
+def test_checkpoints_load_weights_only_and_best_reproduces_its_val_loss(tiny_backpack_dir, sample_data_dir):
+    ckpt = torch.load(tiny_backpack_dir / 'ckpt.pt', weights_only=True)
     assert {'model', 'optimizer', 'scaler', 'iter_num', 'best_val_loss', 'config', 'model_args', 'meta',
             'training_log', 'rng'} <= set(ckpt)
     assert ckpt['iter_num'] == 60 and {'rng', 'sampler'} <= set(ckpt['rng'][0])
-    best = torch.load(tiny_run / 'best.pt', weights_only=True)
-    model, info = load_model(tiny_run, 'cpu')
+    best = torch.load(tiny_backpack_dir / 'best.pt', weights_only=True)
+    model, info = load_model(tiny_backpack_dir, 'cpu')
     assert info['iter_num'] == best['iter_num']
     # recompute the val loss on the windows train.py's evaluation draws (split index 1, fixed seed)
     from train import Batches
@@ -104,10 +84,10 @@ def test_sigterm_saves_the_resume_point_and_exits_0(sample_data_dir, tmp_path):
     assert f"stopped by signal at iter {ckpt['iter_num']}" in rest and str(out / 'ckpt.pt') in rest
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_run, sample_data_dir, tmp_path):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_backpack_dir, sample_data_dir, tmp_path):
     out = tmp_path / 'nan'
     out.mkdir()
-    good = (tiny_run / 'ckpt.pt').read_bytes()
+    good = (tiny_backpack_dir / 'ckpt.pt').read_bytes()
     (out / 'ckpt.pt').write_bytes(good)
     # an absurd learning rate without clipping blows the weights up within a few steps
     result = train(*TINY, '--data_dir', sample_data_dir, '--out_dir', out, '--init_from', 'resume', '--max_iters', 100,
@@ -133,10 +113,10 @@ def test_config_errors_are_one_line(args, message, sample_data_dir, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_resume_refuses_the_other_model_type(tiny_run, sample_data_dir, tmp_path):
+def test_resume_refuses_the_other_model_type(tiny_backpack_dir, sample_data_dir, tmp_path):
     out = tmp_path / 'other'
     out.mkdir()
-    (out / 'ckpt.pt').write_bytes((tiny_run / 'ckpt.pt').read_bytes())
+    (out / 'ckpt.pt').write_bytes((tiny_backpack_dir / 'ckpt.pt').read_bytes())
     result = train(*TINY, '--data_dir', sample_data_dir, '--out_dir', out, '--init_from', 'resume',
                    '--model_type', 'transformer', check=False)
     assert result.returncode != 0
@@ -161,8 +141,8 @@ def test_torchrun_two_cpu_processes_then_single_process_resume(sample_data_dir, 
     assert len(read_log(out)['train_loss']) == 15
 
 
-def test_sample_py_generates_from_the_checkpoint(tiny_run):
-    result = subprocess.run([sys.executable, str(REPO / 'sample.py'), '--out_dir', str(tiny_run), '--start',
+def test_sample_py_generates_from_the_checkpoint(tiny_backpack_dir):
+    result = subprocess.run([sys.executable, str(REPO / 'sample.py'), '--out_dir', str(tiny_backpack_dir), '--start',
                              '<en> The Parliament <fr>', '--greedy', '--num_samples', '2', '--max_new_tokens', '8'],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

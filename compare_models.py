@@ -1,0 +1,128 @@
+"""
+Compare a Backpack with its Transformer twin on every metric both have:
+
+    python compare_models.py --backpack_dir out/backpack_full --transformer_dir out/transformer_full \
+        --device cpu --translation_samples 500
+
+Each model is evaluated with the same settings (evaluate.run_evaluations); a model's
+evaluation_results.json from run_full_evaluation.py is reused when it was made with those settings
+from the same checkpoint. Writes comparison.md, comparison.json and loss_curves.png into --output_dir
+(default: a `comparison` folder beside the Backpack's out_dir) and prints the table.
+"""
+import os
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP: spinning threads starve
+                                                     # each other on small CPUs (8x slower at load 2)
+import argparse
+import json
+import math
+
+import evaluate
+from checkpoint import save_json
+from experiments import plots
+
+SENSES_SHOWN = 4  # senses per probe word in the printed summary (all are in comparison.json)
+
+
+def evaluated(out_dir, device, settings):
+    """run_evaluations() results for out_dir, reusing evaluation_results.json when it matches."""
+    model, _ = evaluate.load_model(out_dir, device)
+    path = os.path.join(out_dir, 'evaluation_results.json')
+    if os.path.isfile(path):
+        with open(path) as f:
+            cached = json.load(f)
+        wanted = {**cached['settings'], **settings, 'which': list(evaluate.EVALUATIONS), 'device': str(device)}
+        if cached['settings'] == evaluate.to_json(wanted) and cached['model']['iter_num'] == model.info['iter_num']:
+            print(f"reusing {path}")
+            return cached
+    print(f"evaluating {out_dir} ...")
+    results = evaluate.run_evaluations(model, evaluate.load_tokenizer(out_dir), device, out_dir=out_dir, **settings)
+    return evaluate.to_json(results)
+
+
+def compare(backpack, transformer):
+    """Rows (metric, backpack value, transformer value, delta) for every metric both have, and the
+    Backpack's own metrics (senses) as (metric, value)."""
+    b, t = evaluate.headline_metrics(backpack), evaluate.headline_metrics(transformer)
+    shared = [(name, b[name], t[name], b[name] - t[name]) for name in b if name in t]
+    params = [(f'params {part}', backpack['model']['params'].get(part, 0), transformer['model']['params'].get(part, 0))
+              for part in dict.fromkeys([*backpack['model']['params'], *transformer['model']['params']])]
+    params = [(name, vb, vt, vb - vt) for name, vb, vt in params]
+    training = [('training iterations', backpack['model']['iter_num'], transformer['model']['iter_num']),
+                ('best val loss (training estimate)', backpack['model']['val_loss'], transformer['model']['val_loss'])]
+    training = [(name, vb, vt, vb - vt) for name, vb, vt in training]
+    own = [(name, value) for name, value in b.items() if name not in t]
+    return params + training + shared, own
+
+
+def fmt(value):
+    if isinstance(value, int):
+        return f'{value:,}'
+    return 'n/a' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.4g}'
+
+
+def sense_summary(backpack):
+    """The derived labels and, for each probe word, the top tokens of its first SENSES_SHOWN senses."""
+    if 'senses' not in backpack:
+        return []
+    lines = ['### Backpack sense labels (derived from the model)', '']
+    lines += [f"- sense {s['index']}: {s['label']}" for s in backpack['senses']['labels']]
+    lines += ['', f'### Top next tokens of the probe words\' first {SENSES_SHOWN} senses', '']
+    for word, entry in backpack['senses']['probe_words']['words'].items():
+        if entry.get('oov'):
+            lines.append(f'- {word}: OOV')
+            continue
+        shown = '; '.join(f"s{s['sense']}: {' '.join(tok['token'] for tok in s['top'])}"
+                          for s in entry['senses'][:SENSES_SHOWN])
+        lines.append(f'- {word}: {shown}')
+    return lines + ['']
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--backpack_dir', required=True)
+    p.add_argument('--transformer_dir', required=True)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--translation_samples', type=int, default=500, help='test pairs per direction (0 = all)')
+    p.add_argument('--beam_size', type=int, default=1)
+    p.add_argument('--sentence_pairs', type=int, default=1000)
+    p.add_argument('--output_dir', help='default: <parent of --backpack_dir>/comparison')
+    args = p.parse_args(argv)
+    output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.backpack_dir)), 'comparison')
+    os.makedirs(output_dir, exist_ok=True)
+
+    settings = {'translation_samples': args.translation_samples or None, 'beam_size': args.beam_size,
+                'sentence_pairs': args.sentence_pairs}
+    backpack = evaluated(args.backpack_dir, args.device, settings)
+    transformer = evaluated(args.transformer_dir, args.device, settings)
+    if backpack['model']['model_type'] != 'backpack' or transformer['model']['model_type'] != 'transformer':
+        raise SystemExit(f"error: --backpack_dir holds a {backpack['model']['model_type']} and --transformer_dir a "
+                         f"{transformer['model']['model_type']}")
+    rows, own = compare(backpack, transformer)
+
+    lines = [f"# Backpack vs Transformer", '', f"Backpack: `{args.backpack_dir}`; Transformer: `{args.transformer_dir}`; "
+             f"settings: {json.dumps(settings)}", '', '| metric | Backpack | Transformer | Δ (B − T) |', '|---|---:|---:|---:|']
+    lines += [f'| {name} | {fmt(vb)} | {fmt(vt)} | {fmt(d)} |' for name, vb, vt, d in rows]
+    lines += ['', '## Backpack only', '', '| metric | Backpack |', '|---|---:|']
+    lines += [f'| {name} | {fmt(v)} |' for name, v in own]
+    lines += [''] + sense_summary(backpack)
+    logs = {}
+    for label, out_dir in (('backpack', args.backpack_dir), ('transformer', args.transformer_dir)):
+        log_path = os.path.join(out_dir, 'training_log.json')
+        if os.path.isfile(log_path):
+            with open(log_path) as f:
+                logs[label] = json.load(f)
+    if logs:
+        plots.plot_loss_curves(logs, os.path.join(output_dir, 'loss_curves.png'))
+        lines += ['![loss curves](loss_curves.png)', '']
+    text = '\n'.join(lines)
+    with open(os.path.join(output_dir, 'comparison.md'), 'w', encoding='utf-8') as f:
+        f.write(text)
+    save_json({'settings': settings, 'rows': [dict(metric=n, backpack=vb, transformer=vt, delta=d) for n, vb, vt, d in rows],
+               'backpack_only': dict(own), 'backpack': backpack, 'transformer': transformer},
+              os.path.join(output_dir, 'comparison.json'))
+    print(text)
+    print(f"wrote comparison.md, comparison.json and loss_curves.png to {output_dir}")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,246 @@
+"""
+Evaluate a trained model (the out_dir of train.py). Importable as the seed's snippets use it:
+
+    from evaluate import load_model, load_tokenizer, generate_translation
+    model, meta = load_model('out/tiny_backpack', 'cpu')
+    tokenizer = load_tokenizer('out/tiny_backpack')      # offline equivalent of AutoTokenizer.from_pretrained(...)
+    generate_translation(model, tokenizer, 'Thank you, Mr President.', 'cpu', greedy=True)
+
+Command line (every evaluation when none is selected):
+
+    python evaluate.py --out_dir out/tiny_backpack --device cpu
+    python evaluate.py --out_dir out/tiny_backpack --multisimlex --cross_lingual --languages en fr
+
+The metrics themselves live in experiments/ (one module per evaluation, pure metric functions in
+experiments/metrics.py); this file loads models and tokenizers, lets the seed's HF-tokenizer
+snippets work, and composes the evaluations into one results dict (run_evaluations), which
+run_full_evaluation.py and compare_models.py build on.
+"""
+import os
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP: spinning threads starve
+                                                     # each other on small CPUs (8x slower at load 2)
+import argparse
+import functools
+import json
+import sys
+import time
+
+import numpy as np
+
+import checkpoint
+import tokenizer as tokenizer_module
+from experiments import lexical, perplexity, senses, sentence, translation
+
+SENSE_LABELS = senses.SENSE_LABELS
+PROBE_WORDS = {'en': ['bank', 'right', 'play', 'parliament'], 'fr': ['droit', 'livre', 'temps', 'parlement']}
+
+
+def load_model(out_dir, device='cpu'):
+    """(model in eval mode, data meta) from out_dir/best.pt, else out_dir/ckpt.pt.
+
+    Works for both model types and for backpack-small finetunes. The model also carries
+    `model.info`: out_dir, model_type, iteration and validation loss of the loaded weights."""
+    model, ckpt = checkpoint.load_model(out_dir, device)
+    model.info = {'out_dir': str(out_dir), 'model_type': ckpt['model_type'], 'iter_num': ckpt['iter_num'],
+                  'val_loss': ckpt.get('val_loss', ckpt.get('best_val_loss')), 'config': ckpt['config'],
+                  'model_args': ckpt['model_args']}
+    return model, ckpt['meta']
+
+
+def load_tokenizer(out_dir):
+    """The tokenizer of the data `out_dir` was trained on (train.py copies it there); a data dir works too."""
+    if not os.path.isfile(os.path.join(out_dir, 'meta.json')):
+        raise FileNotFoundError(f"no meta.json in {out_dir!r}: pass a training out_dir or a prepared data dir")
+    return tokenizer_module.load_tokenizer(out_dir)
+
+
+def resolve_tokenizer(tok, model):
+    """Our Tokenizer for `model`, also when the caller passes a Hugging Face tokenizer.
+
+    The seed's snippets pass AutoTokenizer.from_pretrained('xlm-roberta-base'). Our ids may be a
+    compacted XLM-R vocabulary plus language tags, so the out_dir's own tokenizer is used instead,
+    after checking that the given tokenizer segments text the same way."""
+    if isinstance(tok, tokenizer_module.Tokenizer):
+        return tok
+    out_dir = getattr(model, 'info', {}).get('out_dir')
+    if out_dir is None or not hasattr(tok, 'encode'):
+        raise TypeError("pass the tokenizer from evaluate.load_tokenizer(out_dir) (or load the model with "
+                        "evaluate.load_model so that its own tokenizer can be found)")
+    ours = load_tokenizer(out_dir)
+    probe = "The Parliament adopted the resolution. Le Parlement a adopté la résolution."
+    theirs = [int(i) for i in tok.encode(probe, add_special_tokens=False)]
+    mine = ours.encode(probe)
+    if ours.vocab_map is not None:
+        mine = ours.vocab_map[mine].tolist()
+    if theirs != mine:
+        raise ValueError(f"the given tokenizer does not segment text like the one this model was trained with "
+                         f"({ours.meta['tokenizer']['type']}); use evaluate.load_tokenizer({out_dir!r})")
+    return ours
+
+
+def _any_tokenizer(fn):
+    """Wrap an experiments/ function (model, tokenizer, ...) so that it accepts an HF tokenizer too."""
+    @functools.wraps(fn)
+    def wrapper(model, tok, *args, **kwargs):
+        return fn(model, resolve_tokenizer(tok, model), *args, **kwargs)
+    return wrapper
+
+
+generate_translation = _any_tokenizer(translation.generate_translation)
+evaluate_translation_accuracy = _any_tokenizer(translation.evaluate_translation_accuracy)
+evaluate_multisimlex = _any_tokenizer(lexical.evaluate_multisimlex)
+evaluate_word_similarity = _any_tokenizer(lexical.evaluate_word_similarity)
+evaluate_bli = _any_tokenizer(lexical.evaluate_bli)
+evaluate_sentence_similarity = _any_tokenizer(sentence.evaluate_sentence_similarity)
+evaluate_perplexity = _any_tokenizer(perplexity.evaluate_perplexity)
+analyze_sense_vectors = _any_tokenizer(senses.analyze_sense_vectors)
+label_senses = _any_tokenizer(senses.label_senses)
+cross_lingual_sense_alignment = _any_tokenizer(senses.cross_lingual_sense_alignment)
+
+EVALUATIONS = ('perplexity', 'translation', 'word_similarity', 'bli', 'sentence_similarity', 'senses')
+
+
+def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=200, translation_files=None,
+                    beam_size=1, sentence_pairs=1000, languages=('en', 'fr'), cross_lingual=True,
+                    max_abs_diff=1.0, out_dir=None, verbose=False):
+    """Run the selected evaluations; returns one JSON-serialisable dict with the settings it used.
+
+    translation_samples: test pairs per direction (None = all); translation_files: (en_path, fr_path)
+    instead of the held-out test split. Sense analyses run for a Backpack only; sense labels are
+    saved as out_dir/sense_labels.json when out_dir is given."""
+    tok = resolve_tokenizer(tok, model)
+    is_backpack = hasattr(model, 'sense_vectors')
+    info = getattr(model, 'info', {})
+    results = {
+        'model': {'out_dir': info.get('out_dir'), 'model_type': 'backpack' if is_backpack else 'transformer',
+                  'iter_num': info.get('iter_num'), 'val_loss': info.get('val_loss'),
+                  'n_senses': model.config.n_senses if is_backpack else None, 'params': model.param_counts()},
+        'settings': {'which': list(which), 'translation_samples': translation_samples,
+                     'translation_files': list(translation_files) if translation_files else None,
+                     'beam_size': beam_size, 'sentence_pairs': sentence_pairs, 'languages': list(languages),
+                     'cross_lingual': cross_lingual, 'max_abs_diff': max_abs_diff, 'device': str(device)},
+        'timing_s': {},
+    }
+
+    def timed(name, fn):
+        t0 = time.time()
+        results[name] = fn()
+        results['timing_s'][name] = round(time.time() - t0, 2)
+
+    if 'perplexity' in which:
+        timed('perplexity', lambda: perplexity.evaluate_perplexity(model, tok, device))
+    if 'translation' in which:
+        src, tgt = translation_files or (None, None)
+        timed('translation', lambda: translation.evaluate_translation_accuracy(
+            model, tok, device, src_path=src, tgt_path=tgt, max_samples=translation_samples, beam_size=beam_size))
+    if 'word_similarity' in which:
+        timed('word_similarity', lambda: lexical.evaluate_multisimlex(
+            model, tok, device, languages=tuple(languages), cross_lingual=cross_lingual, max_abs_diff=max_abs_diff))
+    if 'bli' in which:
+        timed('bli', lambda: lexical.evaluate_bli(model, tok, device))
+    if 'sentence_similarity' in which:
+        timed('sentence_similarity', lambda: sentence.evaluate_sentence_similarity(
+            model, tok, device, max_pairs=sentence_pairs))
+    if 'senses' in which and is_backpack:
+        def sense_block():
+            labels = senses.label_senses(model, tok, device, out_dir=out_dir)
+            words = [w for lang in languages for w in PROBE_WORDS[lang]]
+            return {'labels': labels,
+                    'probe_words': senses.analyze_sense_vectors(model, tok, words, device, verbose=verbose,
+                                                                labels=[l['label'] for l in labels]),
+                    'cross_lingual_alignment': senses.cross_lingual_sense_alignment(model, tok, device)}
+        timed('senses', sense_block)
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--out_dir', required=True, help='training output dir (best.pt or ckpt.pt)')
+    p.add_argument('--device', default='cpu')
+    for name in EVALUATIONS:
+        p.add_argument(f'--{name}', action='store_true', help=f'run the {name.replace("_", " ")} evaluation')
+    p.add_argument('--multisimlex', action='store_true', help='alias of --word_similarity (the seed name)')
+    p.add_argument('--cross_lingual', action='store_true',
+                   help='with --multisimlex: include the EN-FR reconstruction (always on when running everything)')
+    p.add_argument('--languages', nargs='+', default=['en', 'fr'], choices=['en', 'fr'])
+    p.add_argument('--max_abs_diff', type=float, default=1.0,
+                   help='EN-FR reconstruction: keep concept pairs whose EN and FR scores differ by at most this')
+    p.add_argument('--translation_samples', type=int, default=200, help='test pairs per direction (0 = all)')
+    p.add_argument('--src_file', help='English side of an aligned test set (instead of the held-out split)')
+    p.add_argument('--tgt_file', help='French side of that test set')
+    p.add_argument('--beam_size', type=int, default=1)
+    p.add_argument('--sentence_pairs', type=int, default=1000)
+    p.add_argument('--output', help='write the results as JSON here (default: print only)')
+    p.add_argument('--verbose', action='store_true', help='print the sense analysis of the probe words')
+    args = p.parse_args(argv)
+    if bool(args.src_file) != bool(args.tgt_file):
+        p.error('--src_file and --tgt_file go together')
+
+    which = [name for name in EVALUATIONS if getattr(args, name) or (name == 'word_similarity' and args.multisimlex)]
+    cross_lingual = args.cross_lingual or not which
+    which = which or list(EVALUATIONS)
+    model, _ = load_model(args.out_dir, args.device)
+    results = run_evaluations(model, load_tokenizer(args.out_dir), args.device, which=which,
+                              translation_samples=args.translation_samples or None,
+                              translation_files=(args.src_file, args.tgt_file) if args.src_file else None,
+                              beam_size=args.beam_size, sentence_pairs=args.sentence_pairs,
+                              languages=args.languages, cross_lingual=cross_lingual,
+                              max_abs_diff=args.max_abs_diff, out_dir=args.out_dir, verbose=args.verbose)
+    print(summary_table(results))
+    if args.output:
+        checkpoint.save_json(to_json(results), args.output)
+        print(f"wrote {args.output}")
+
+
+def to_json(obj):
+    """numpy scalars/arrays and tuples -> plain JSON types (NaN stays NaN: verify_evaluation flags it)."""
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_json(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def headline_metrics(results):
+    """The numbers a paper table reports, as {name: value}, from a run_evaluations() dict."""
+    out = {}
+    for key, r in results.get('perplexity', {}).items():
+        out[f'ppl {key}'] = r['ppl']
+        out[f'bits/byte {key}'] = r['bpb']
+    for direction, r in results.get('translation', {}).items():
+        if isinstance(r, dict) and 'bleu' in r:
+            out[f'BLEU {direction}'] = r['bleu']
+            out[f'chrF {direction}'] = r['chrf']
+            out[f'word F1 {direction}'] = r['word_f1']
+            out[f'char accuracy {direction}'] = r['char_accuracy']
+            out[f'exact match {direction}'] = r['exact_match']
+    for dataset, r in results.get('word_similarity', {}).items():
+        for rep, value in r.get('spearman', {}).items():
+            if not rep.startswith('sense_'):
+                out[f'Spearman {dataset} {rep}'] = value
+    for direction, r in results.get('bli', {}).items():
+        for method in ('cosine', 'csls'):
+            for rep, scores in r.get(method, {}).items():
+                if not rep.startswith('sense_'):
+                    out[f'BLI {direction} {method} {rep} P@1'] = scores['p@1']
+    for dataset, r in results.get('sentence_similarity', {}).items():
+        for kind, scores in r.items():
+            if isinstance(scores, dict) and 'p@1_x2y' in scores:
+                out[f'retrieval {dataset} {kind} P@1 en->fr'] = scores['p@1_x2y']
+                out[f'retrieval {dataset} {kind} P@1 fr->en'] = scores['p@1_y2x']
+    return out
+
+
+def summary_table(results):
+    rows = [f"| {name} | {value:.4g} |" for name, value in headline_metrics(results).items()]
+    model = results['model']
+    head = f"{model['model_type']} {model['out_dir']} (iter {model['iter_num']})"
+    return '\n'.join([head, '| metric | value |', '|---|---:|', *rows])
+
+
+if __name__ == '__main__':
+    sys.exit(main())
