@@ -24,6 +24,8 @@ API (both models)
 Backpack only
     model.sense_vectors(token_ids) -> C (n, k, d)       model.sense_logits(token_ids) -> E C (n, k, V)
     model.contextualization(idx) -> alpha (B, k, T, T)   (alpha[b, l, i, j], rows sum to 1 over j <= i)
+    model.cache_senses(): inference looks C(x) up in a whole-vocabulary table (V*k*d floats) instead
+    of running the sense network; ignored once the weights change
     Interventions: model(idx, alpha=A) mixes with an edited alpha (B,k,T,T) and model(idx, senses=S)
     with edited per-position senses S (B,T,k,d) (e.g. model.sense_vectors(idx.flatten()).view(B,T,k,d),
     then edited); both can be given together and combine with targets / return_logits as above.
@@ -290,6 +292,13 @@ class _LanguageModel(nn.Module):
     def input_embeddings(self):
         """E (V, d): the token embedding, tied to the LM head."""
         return self.transformer.wte.weight
+
+    def crop_block_size(self, block_size):
+        """Shrink the context (nanoGPT's model surgery), e.g. to finetune backpack-gpt2, made for 512
+        positions, on shorter blocks: the first block_size learned positions are kept."""
+        assert block_size <= self.config.block_size
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     def forward(self, idx, targets=None, return_logits=False, **edits):
         assert idx.size(1) <= self.config.block_size, f"sequence of {idx.size(1)} > block_size {self.config.block_size}"

@@ -252,14 +252,15 @@ def main():
             sys.exit(f"error: --init_from backpack-small needs data prepared with the GPT-2 tokenizer "
                      f"(backpack-gpt2's vocabulary), but {data_path} uses {meta['tokenizer']['type']!r}; "
                      f"run data/europarl/prepare.py --tokenizer gpt2 --out_dir data/europarl_gpt2")
-        model = from_pretrained_backpack(pretrained_path)
+        try:
+            model = from_pretrained_backpack(pretrained_path, dropout=dropout)
+        except (FileNotFoundError, ValueError) as e:
+            sys.exit(f"error: {e}")
         if meta['vocab_size'] > model.config.vocab_size:
             sys.exit(f"error: data vocab {meta['vocab_size']} exceeds the pretrained vocab {model.config.vocab_size}")
-        if block_size < model.config.block_size:
-            model.crop_block_size(block_size)
-        elif block_size > model.config.block_size:
+        if block_size > model.config.block_size:
             sys.exit(f"error: --block_size {block_size} exceeds the pretrained model's {model.config.block_size}")
-        model.set_dropout(dropout)
+        model.crop_block_size(block_size)
         model_args = asdict(model.config)
     else:
         wanted = dict(block_size=block_size, vocab_size=meta['vocab_size'], n_layer=n_layer, n_head=n_head,

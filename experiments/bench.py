@@ -11,10 +11,11 @@ seed configuration's parameter counts for each tokenizer option.
 
 Tokens are drawn from a Zipf(1.1) law over the vocabulary: per 4096 tokens it gives as many distinct
 ids (~1,360) as GPT-2 BPE on Europarl en-fr documents (~1,350), which is what sense dedup depends on;
---data_dir DIR takes random windows of DIR/train.bin instead. Each (model, T) runs in a fresh process
-so that CPU peak memory (the rise of the resident set over the step, read from /proc) is its own;
-on CUDA it is torch.cuda.max_memory_allocated over the step. Times are the median of --iters steps
-after one warm-up step.
+--data_dir DIR takes random windows of DIR/train.bin instead. All variants of one T live in one
+process: after a warm-up step each, one step of each measures peak memory (CPU: the rise of the
+resident-set high-water mark over the step, read from /proc; CUDA: torch.cuda.max_memory_allocated),
+then --iters rounds time one step of every variant in turn, so that a drift in the machine's speed
+(other jobs on a shared machine) hits all variants alike. The run takes ~35 minutes on 2 cores.
 """
 
 import argparse
@@ -27,8 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-# libgomp's default spin-wait costs ~8 ms per parallel op on this 2-vCPU VM (a LayerNorm on 288x384
-# takes 7.7 ms instead of 0.07 ms); sleeping workers remove that. Must be set before torch loads.
+# On a shared machine libgomp's default spin-waiting makes every parallel op cost ~8 ms while another
+# job holds a core (a 288x384 LayerNorm: 7.7 ms instead of 0.07 ms), which swamps the comparison;
+# sleeping workers avoid that (on a quiet machine spinning is faster, ~25% on the tiny config).
+# A value set in the environment (e.g. OMP_WAIT_POLICY=ACTIVE) is kept. Read when torch loads.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import numpy as np  # noqa: E402
@@ -66,7 +69,8 @@ def batches(args, B, T, vocab_size):
 
 
 def make_step(args, variant, T, vocab_size):
-    """A model of this variant with its optimizer, and a function doing one training step on it."""
+    """A function doing one training step of a fresh model of this variant, and the MB that its
+    weights and AdamW state hold between steps (3 fp32 copies of the parameters)."""
     cls, dedup, explicit, full_logits = VARIANTS[variant]
     device, dtype = args.device, {'float32': torch.float32, 'bfloat16': torch.bfloat16}[args.dtype]
     torch.manual_seed(0)
@@ -85,7 +89,7 @@ def make_step(args, variant, T, vocab_size):
         optimizer.zero_grad(set_to_none=True)
         if device == 'cuda':
             torch.cuda.synchronize()
-    return step
+    return step, 12 * model.get_num_params(non_embedding=False) / 2 ** 20
 
 
 def peak_memory_mb(step, device):
@@ -119,7 +123,10 @@ def train_grid(args, T):
     vocab_size = args.vocab_size
     if args.data_dir:
         vocab_size = json.loads((Path(args.data_dir) / 'meta.json').read_text())['vocab_size']
-    steps = {v: make_step(args, v, T, vocab_size) for v in VARIANTS}
+    print(f"  T={T}: {len(VARIANTS)} variants, {args.iters + 2} steps each", file=sys.stderr)
+    steps, static = {}, {}
+    for v in VARIANTS:
+        steps[v], static[v] = make_step(args, v, T, vocab_size)
     for step in steps.values():
         step()  # warm-up: allocates the gradients and optimizer state (and compiles)
     peak = {v: peak_memory_mb(step, args.device) for v, step in steps.items()}
@@ -131,7 +138,8 @@ def train_grid(args, T):
             wall[v].append(time.perf_counter() - t0)
             cpu[v].append(time.process_time() - c0)
     ratios = [statistics.median(b / t for b, t in zip(clock['backpack'], clock['transformer'])) for clock in (wall, cpu)]
-    return {v: {'time_s': statistics.median(wall[v]), 'peak_mb': peak[v]} for v in VARIANTS}, ratios
+    return {v: {'time_s': statistics.median(wall[v]), 'peak_mb': peak[v], 'static_mb': static[v]}
+            for v in VARIANTS}, ratios
 
 
 def generation(args):
@@ -178,10 +186,12 @@ def report(args, grid, gen_rows):
     print(f"Seed scratch shape, vocab {args.vocab_size}, {args.tokens} tokens per batch, one step = "
           f"forward + backward + AdamW; seconds are medians of {args.iters} steps interleaved across the "
           f"variants; the Backpack / Transformer ratios are medians of per-round ratios, of wall-clock "
-          f"and of process CPU time (less sensitive to other load on the machine); MB = peak rise over a step.\n")
+          f"and of process CPU time (less sensitive to other load on the machine); MB = peak rise of memory "
+          f"over a step (activations, gradients, temporaries), to which the weights and AdamW state add "
+          f"12 bytes per parameter.\n")
     print("| T | B | Transformer s | Backpack s | **Backpack / Transformer** wall, CPU | explicit-alpha s "
           "| no-dedup s | plain s | Transformer MB | Backpack MB | explicit-alpha MB | plain MB "
-          "| **Backpack / plain MB** |")
+          "| **Backpack / plain MB** rise, with weights + AdamW |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for T, (r, (wall_ratio, cpu_ratio)) in grid.items():
         print(f"| {T} | {args.tokens // T} | {r['transformer']['time_s']:.2f} | {r['backpack']['time_s']:.2f} "
@@ -189,7 +199,8 @@ def report(args, grid, gen_rows):
               f"| {r['backpack no-dedup']['time_s']:.2f} | {r['backpack plain']['time_s']:.2f} "
               f"| {r['transformer']['peak_mb']:.0f} | {r['backpack']['peak_mb']:.0f} "
               f"| {r['backpack explicit-alpha']['peak_mb']:.0f} | {r['backpack plain']['peak_mb']:.0f} "
-              f"| **{r['backpack']['peak_mb'] / r['backpack plain']['peak_mb']:.2f}** |")
+              f"| **{r['backpack']['peak_mb'] / r['backpack plain']['peak_mb']:.2f}**, "
+              f"{total_mb(r['backpack']) / total_mb(r['backpack plain']):.2f} |")
     print("\n| generation: 32-token prompt + 256 greedy tokens | batch | cached s | uncached s | speed-up |")
     print("|---|---|---|---|---|")
     for name, batch, cached, uncached in gen_rows:
@@ -197,12 +208,17 @@ def report(args, grid, gen_rows):
     sys.stdout.flush()
 
 
+def total_mb(result):
+    return result['peak_mb'] + result['static_mb']
+
+
 def hardware(device):
     if device == 'cuda':
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
     cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
                 if line.startswith('model name')), platform.processor())
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    policy = os.environ.get('OMP_WAIT_POLICY', 'default')
+    return f"{cpu}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY {policy}, torch {torch.__version__}"
 
 
 def main():
@@ -212,7 +228,7 @@ def main():
     parser.add_argument('--compile', action='store_true')
     parser.add_argument('--tokens', type=int, default=4096, help="tokens per training batch (B = tokens // T)")
     parser.add_argument('--seq_lens', type=int, nargs='+', default=[128, 512, 1024])
-    parser.add_argument('--iters', type=int, default=3)
+    parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--vocab_size', type=int, default=32_000)
     parser.add_argument('--data_dir', help="a prepared data dir: batches from its train.bin")
     args = parser.parse_args()

@@ -90,3 +90,53 @@ def tiny_backpack_dir(tmp_path_factory, sample_data_dir):
 def tiny_transformer_dir(tmp_path_factory, sample_data_dir):
     """out_dir of the Transformer twin of `tiny_backpack_dir`, trained the same way."""
     return _tiny_model(tmp_path_factory, sample_data_dir, "transformer")
+
+
+def write_random_backpack_gpt2(directory, vocab_size=97, n_positions=24, n_layer=2, n_head=2, n_embd=32,
+                               num_senses=4, sense_intermediate_scale=3, seed=0):
+    """Write a random backpack-gpt2 checkpoint exactly as Hugging Face saves one (config.json +
+    model.safetensors): GPT-2 Conv1D weights stored (in, out), the weight head an nn.Linear (out, in),
+    the tied copies, the attention-mask buffers. LayerNorm gains and biases are random too, so no
+    parameter can be silently dropped or swapped. Returns (state dict, the GPT2Config of its transformer)."""
+    import json
+
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+    V, P, d, k, s = vocab_size, n_positions, n_embd, num_senses, sense_intermediate_scale
+    gpt2_config = transformers.GPT2Config(
+        vocab_size=V, n_positions=P, n_embd=d, n_layer=n_layer, n_head=n_head, activation_function='gelu_new',
+        layer_norm_epsilon=1e-5, scale_attn_by_inverse_layer_idx=True, resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, mean=0.0):
+        return mean + 0.2 * torch.randn(*shape, generator=g)
+
+    sd = {}
+    for name, t in transformers.GPT2Model(gpt2_config).state_dict().items():
+        sd['backpack.gpt2_model.' + name] = rand(*t.shape, mean=1.0 if 'ln_' in name and name.endswith('weight') else 0.0)
+    for layer in range(n_layer):
+        sd[f'backpack.gpt2_model.h.{layer}.attn.bias'] = torch.tril(torch.ones(P, P, dtype=torch.bool))[None, None]
+        sd[f'backpack.gpt2_model.h.{layer}.attn.masked_bias'] = torch.tensor(-1e4)
+    sn = 'backpack.sense_network.'
+    for ln in ('ln', 'block.ln_1', 'block.ln_2'):
+        sd[sn + ln + '.weight'], sd[sn + ln + '.bias'] = rand(d, mean=1.0), rand(d)
+    for conv, n_in, n_out in (('block.mlp.c_fc', d, 4 * d), ('block.mlp.c_proj', 4 * d, d),
+                              ('final_mlp.c_fc', d, s * d), ('final_mlp.c_proj', s * d, k * d)):
+        sd[sn + conv + '.weight'], sd[sn + conv + '.bias'] = rand(n_in, n_out), rand(n_out)
+    sd['backpack.sense_weight_net.c_attn.weight'] = rand(2 * d, d)
+    sd['backpack.sense_weight_net.c_attn.bias'] = rand(2 * d)
+    sd['lm_head.weight'] = sd['backpack.gpt2_model.wte.weight'].clone()
+    sd['backpack.word_embeddings.weight'] = sd['backpack.gpt2_model.wte.weight'].clone()
+    sd['backpack.position_embeddings.weight'] = sd['backpack.gpt2_model.wpe.weight'].clone()
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(directory / 'model.safetensors'))
+    config = dict(vocab_size=V, n_positions=P, n_layer=n_layer, n_head=n_head, n_embd=d, num_senses=k,
+                  sense_intermediate_scale=s, model_type='backpack-gpt2', activation_function='gelu_new',
+                  layer_norm_epsilon=1e-5, scale_attn_by_inverse_layer_idx=True, resid_pdrop=0.1, embd_pdrop=0.1,
+                  attn_pdrop=0.1, n_inner=None)
+    (directory / 'config.json').write_text(json.dumps(config))
+    return sd, gpt2_config

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import model as model_module
+from conftest import write_random_backpack_gpt2
 from model import BackpackLM, ModelConfig, StandardTransformerLM, from_pretrained_backpack
 
 TINY = dict(block_size=24, vocab_size=97, n_layer=2, n_head=2, n_embd=32, n_senses=4, dropout=0.0)
@@ -31,44 +32,10 @@ HF = dict(vocab_size=97, n_positions=24, n_layer=2, n_head=2, n_embd=32, num_sen
 
 @pytest.fixture(scope='module')
 def hf_checkpoint(tmp_path_factory):
-    """A random backpack-gpt2 checkpoint as HF saves it: Conv1D weights (in, out), the weight head an
-    nn.Linear (out, in), tied copies, the GPT-2 attention mask buffers. LayerNorm gains and biases are
-    random too so that no parameter can be silently dropped or swapped."""
-    transformers = pytest.importorskip('transformers')
-    from safetensors.torch import save_file
-    V, P, d, k, s = HF['vocab_size'], HF['n_positions'], HF['n_embd'], HF['num_senses'], HF['sense_intermediate_scale']
-    gpt2_config = transformers.GPT2Config(
-        vocab_size=V, n_positions=P, n_embd=d, n_layer=HF['n_layer'], n_head=HF['n_head'],
-        activation_function='gelu_new', layer_norm_epsilon=1e-5, scale_attn_by_inverse_layer_idx=True,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape, mean=0.0):
-        return mean + 0.2 * torch.randn(*shape, generator=g)
-
-    sd = {}
-    for name, t in transformers.GPT2Model(gpt2_config).state_dict().items():
-        sd['backpack.gpt2_model.' + name] = rand(*t.shape, mean=1.0 if 'ln_' in name and name.endswith('weight') else 0.0)
-    for layer in range(HF['n_layer']):
-        sd[f'backpack.gpt2_model.h.{layer}.attn.bias'] = torch.tril(torch.ones(P, P, dtype=torch.bool))[None, None]
-        sd[f'backpack.gpt2_model.h.{layer}.attn.masked_bias'] = torch.tensor(-1e4)
-    sn = 'backpack.sense_network.'
-    for ln in ('ln', 'block.ln_1', 'block.ln_2'):
-        sd[sn + ln + '.weight'], sd[sn + ln + '.bias'] = rand(d, mean=1.0), rand(d)
-    for conv, n_in, n_out in (('block.mlp.c_fc', d, 4 * d), ('block.mlp.c_proj', 4 * d, d),
-                              ('final_mlp.c_fc', d, s * d), ('final_mlp.c_proj', s * d, k * d)):
-        sd[sn + conv + '.weight'], sd[sn + conv + '.bias'] = rand(n_in, n_out), rand(n_out)
-    sd['backpack.sense_weight_net.c_attn.weight'] = rand(2 * d, d)
-    sd['backpack.sense_weight_net.c_attn.bias'] = rand(2 * d)
-    sd['lm_head.weight'] = sd['backpack.gpt2_model.wte.weight'].clone()
-    sd['backpack.word_embeddings.weight'] = sd['backpack.gpt2_model.wte.weight'].clone()
-    sd['backpack.position_embeddings.weight'] = sd['backpack.gpt2_model.wpe.weight'].clone()
-
+    """A random backpack-gpt2 checkpoint in Hugging Face's exact layout (see conftest)."""
+    pytest.importorskip('transformers')
     directory = tmp_path_factory.mktemp('backpack-gpt2')
-    save_file(sd, str(directory / 'model.safetensors'))
-    config = dict(HF, model_type='backpack-gpt2', activation_function='gelu_new', layer_norm_epsilon=1e-5,
-                  scale_attn_by_inverse_layer_idx=True, resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1, n_inner=None)
-    (directory / 'config.json').write_text(json.dumps(config))
+    sd, gpt2_config = write_random_backpack_gpt2(directory, **HF)
     return directory, sd, gpt2_config
 
 
@@ -226,16 +193,22 @@ def test_sense_dedup_and_vocabulary_table_are_exact():
     for a, b in zip(grads(model, model(idx, targets)[1]), grads(plain, plain(idx, targets)[1])):
         assert rel_err(a, b) <= 1e-5
     model.eval()
+    runs = []
+    model.sense_network.register_forward_hook(lambda *args: runs.append(1))
     with torch.no_grad():
         before = model(idx, return_logits=True)[0]
         model.cache_senses()
-        assert torch.equal(model(idx, return_logits=True)[0], before)
+        runs.clear()
+        assert rel_err(model(idx, return_logits=True)[0], before) <= 1e-6
+        assert not runs  # looked up in the table
     model.train()
     model(idx, targets)[1].backward()
     torch.optim.SGD(model.parameters(), lr=1.0).step()
     model.eval()
+    runs.clear()
     with torch.no_grad():  # the table is now stale and must be ignored
         after = model(idx, return_logits=True)[0]
+        assert runs
         model.cache_senses(False)
         assert torch.equal(model(idx, return_logits=True)[0], after)
     assert not torch.equal(after, before)

@@ -149,3 +149,33 @@ def test_sample_py_generates_from_the_checkpoint(tiny_backpack_dir):
     samples = [s.split('\n', 1)[1] for s in result.stdout.split('--- sample ')[1:]]
     assert len(samples) == 2 and samples[0] == samples[1]  # greedy: identical
     assert samples[0].startswith('<en> The Parliament <fr>') and len(samples[0].split()) > 4
+
+
+def test_finetune_from_a_backpack_gpt2_checkpoint(gpt2_data_dir, tmp_path):
+    from conftest import write_random_backpack_gpt2
+    pretrained = tmp_path / 'backpack-gpt2'
+    write_random_backpack_gpt2(pretrained, vocab_size=50264, n_positions=64, n_layer=1, n_head=2, n_embd=16,
+                               num_senses=4, sense_intermediate_scale=2)
+    out = tmp_path / 'finetune'
+    train('--config', 'train_europarl_finetune', '--device', 'cpu', '--data_dir', gpt2_data_dir, '--out_dir', out,
+          '--pretrained_path', pretrained, '--block_size', 32, '--batch_size', 4, '--gradient_accumulation_steps', 1,
+          '--max_iters', 4, '--eval_interval', 2, '--eval_iters', 2, '--log_interval', 1, '--dtype', 'float32')
+    ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
+    assert ckpt['model_args']['block_size'] == 32 and ckpt['model_args']['vocab_size'] == 50264
+    assert ckpt['model_args']['bias'] and ckpt['model_args']['scale_attn_by_inverse_layer_idx']
+    assert ckpt['model']['transformer.wpe.weight'].shape == (32, 16)  # cropped from 64 positions
+    log = read_log(out)
+    assert len(log['train_loss']) == 4 and all(math.isfinite(v) for v in log['train_loss'])
+    # and it resumes as any run
+    train('--config', 'train_europarl_finetune', '--device', 'cpu', '--data_dir', gpt2_data_dir, '--out_dir', out,
+          '--block_size', 32, '--batch_size', 4, '--gradient_accumulation_steps', 1, '--max_iters', 6,
+          '--eval_interval', 2, '--eval_iters', 2, '--dtype', 'float32', '--init_from', 'resume')
+    assert len(read_log(out)['train_loss']) == 6
+
+
+def test_finetune_without_reachable_weights_is_one_line(gpt2_data_dir, tmp_path):
+    # the config's default is the hub name, which no test machine can reach
+    result = train('--config', 'train_europarl_finetune', '--device', 'cpu', '--data_dir', gpt2_data_dir,
+                   '--out_dir', tmp_path / 'x', check=False, timeout=120)
+    assert result.returncode != 0 and 'offline, pass a local directory' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

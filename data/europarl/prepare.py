@@ -50,8 +50,10 @@ ENCODE_CHUNK = 10_000  # sentences per encode_batch call: bounds memory, drives 
 OUTPUT_FILES = ["train.bin", "val.bin", "val_en.bin", "val_fr.bin", "test_en.bin", "test_fr.bin",
                 "test.en", "test.fr", "words.json", "vocab_map.npy", "tokenizer"]
 # words.json: the words of each language's train side with their counts (lexicon-induction candidates)
-WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
-ELIDED = re.compile(r"^(?:l|d|j|m|n|s|t|c|qu|jusqu|lorsqu|puisqu|quoiqu)['’](?=[^\W\d_])")
+# a word: letters, possibly joined by hyphens/apostrophes; a French elided article or pronoun in front
+# ("l'", "qu'", ...) is matched but left out of the captured word
+WORD = re.compile(r"(?:(?:l|d|j|m|n|s|t|c|qu|jusqu|lorsqu|puisqu|quoiqu)['’](?=[^\W\d_]))?"
+                  r"([^\W\d_]+(?:[-'’][^\W\d_]+)*)")
 MIN_WORD_COUNT = 2
 DERIVED_FILES = ["en.txt", "fr.txt", "alignment.tsv"]
 
@@ -601,8 +603,8 @@ def word_counts(texts):
     ("aujourd'hui", "vice-président"); a French elided article or pronoun is split off its host
     ("l'homme" -> "homme"), as dictionary entries such as MUSE's are written."""
     counts = Counter()
-    for text in texts:
-        counts.update(ELIDED.sub("", word) for word in WORD.findall(text.lower()))
+    for start in range(0, len(texts), ENCODE_CHUNK):  # one regex pass per chunk of sentences
+        counts.update(WORD.findall("\n".join(texts[start:start + ENCODE_CHUNK]).lower()))
     return [[w, c] for w, c in counts.most_common() if c >= MIN_WORD_COUNT]
 
 
