@@ -96,11 +96,11 @@ def split_args(argv):
 def configure(cfg, argv, describe=None):
     """Apply config files and overrides from `argv` onto the dict `cfg` (train.py's globals).
 
-    Only keys already in `cfg` whose default is a bool/int/float/str/list may be set. Returns the
+    Only keys already in `cfg` (not UPPER_CASE) whose default is a bool/int/float/str/list/tuple may be set. Returns the
     list of keys that were set. Exits with status 2 and one line on stderr on any error.
     """
-    settable = {k for k, v in cfg.items()
-                if not k.startswith('_') and isinstance(v, (bool, int, float, str, list, tuple))}
+    settable = {k for k, v in cfg.items()  # UPPER_CASE names are the script's constants, not settings
+                if not k.startswith('_') and not k.isupper() and isinstance(v, (bool, int, float, str, list, tuple))}
     if argv in (['--help'], ['-h']):
         print(describe(sorted(settable)) if describe else ' '.join(sorted(settable)))
         sys.exit(0)

@@ -30,9 +30,9 @@ Backpack only
     with edited per-position senses S (B,T,k,d) (e.g. model.sense_vectors(idx.flatten()).view(B,T,k,d),
     then edited); both can be given together and combine with targets / return_logits as above.
 
-Speed. The training path never materialises alpha (B*k*T*T): the mixture is computed by blocks of
-queries (flash-style; alpha is recomputed block by block in backward), skipping the masked upper
-triangle. The sense network depends on token identity only, so with config.dedup_senses it runs once
+Speed. The training path never materialises alpha (B*k*T*T): on CPU the mixture is computed by blocks
+of queries (flash-style; alpha is recomputed block by block in backward), skipping the masked upper
+triangle; on CUDA by F.scaled_dot_product_attention with the senses as values (MIX_KERNEL). The sense network depends on token identity only, so with config.dedup_senses it runs once
 per distinct token of the batch: exact in eval; in training the sense network's dropout masks are
 then shared by all occurrences of a token in the batch (dedup_senses=False gives independent masks).
 Passing alpha= (e.g. model.contextualization(idx)) runs the explicit path, kept for analysis; the two
@@ -206,6 +206,19 @@ class SenseNetwork(nn.Module):
 
 
 MIX_BLOCK = 64  # queries per block of the sense mixture: smaller skips more of the masked triangle
+# which kernel mixes the senses in training: 'blocks' (_CausalSenseMixing, the fastest on CPU), 'sdpa'
+# (F.scaled_dot_product_attention with the senses as values: the q/k dim d/k differs from the value dim
+# d, which PyTorch's memory-efficient kernel accepts on CUDA), or 'auto' (sdpa on CUDA, else blocks)
+MIX_KERNEL = 'auto'
+
+
+def causal_sense_mixing(q, k, v):
+    """o_i = sum_l sum_{j<=i} alpha_lij v_lj, alpha_li = softmax_{j<=i}(q_li . k_lj), without holding alpha
+    (B, k, T, T). q (pre-scaled), k: (B, k, T, d/k); v: (B, k, T, d) -> o (B, T, d)."""
+    kernel = MIX_KERNEL if MIX_KERNEL != 'auto' else ('sdpa' if q.is_cuda else 'blocks')
+    if kernel == 'sdpa':
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0).sum(1)
+    return _CausalSenseMixing.apply(q, k, v, MIX_BLOCK)
 
 
 class _CausalSenseMixing(torch.autograd.Function):
@@ -486,7 +499,7 @@ class BackpackLM(_LanguageModel):
         if cache is not None:
             k, v = cache.append('sense_keys', k), cache.append('senses', v)
         if q.size(2) == k.size(2):
-            return _CausalSenseMixing.apply(q, k, v, MIX_BLOCK)
+            return causal_sense_mixing(q, k, v)
         # one new token against the cache: alpha is (B, k, 1, T), small, and no position is masked
         return F.scaled_dot_product_attention(q, k, v, scale=1.0).sum(1)
 
@@ -503,7 +516,7 @@ class BackpackLM(_LanguageModel):
         """Per-position representations: the contextual transformer's ln_f(h) and the Backpack's o."""
         h = self.transformer(idx)
         q, k = self._queries_keys(h)
-        return {'hidden': h, 'o': _CausalSenseMixing.apply(q, k, self._values(idx), MIX_BLOCK)}
+        return {'hidden': h, 'o': causal_sense_mixing(q, k, self._values(idx))}
 
     def sense_vectors(self, token_ids, chunk=4096):
         """C(x) (n, k, d) for a 1-D tensor of token ids, `chunk` tokens at a time (the whole

@@ -58,3 +58,14 @@ def test_errors_are_one_line_with_the_valid_keys(argv, message, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and 'Valid keys:' in err and 'learning_rate' in err and '\n' not in err
+
+
+def test_upper_case_constants_are_not_settings(capsys):
+    cfg = dict(DEFAULTS, REPO='/repo', EVAL_FILES=('meta.json',))  # train.py's module constants
+    with pytest.raises(SystemExit):
+        configure(cfg, ['--REPO', 'elsewhere'])
+    assert 'unknown key --REPO' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        configure(cfg, ['--help'])
+    out = capsys.readouterr().out
+    assert 'EVAL_FILES' not in out and 'learning_rate' in out

@@ -141,8 +141,11 @@ def test_loader_offline_hub_name_says_how_to_pass_a_directory(monkeypatch):
 # ----------------------------------------------------------------------------------------------------
 # the fast paths equal the plain ones
 
-def test_fused_mixture_equals_explicit_alpha():
-    """Several query blocks (the last one partial), forward and backward, fp32."""
+@pytest.mark.parametrize("kernel", ["blocks", "sdpa"])
+def test_fused_mixture_equals_explicit_alpha(kernel, monkeypatch):
+    """Both training kernels (blocks: several query blocks, the last one partial; sdpa: what CUDA
+    uses), forward and backward, fp32."""
+    monkeypatch.setattr(model_module, "MIX_KERNEL", kernel)
     torch.manual_seed(0)
     model = BackpackLM(ModelConfig(**dict(TINY, block_size=160, n_layer=1)))
     idx, targets = torch.randint(0, 97, (2, 150)), torch.randint(0, 97, (2, 150))
