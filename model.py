@@ -20,6 +20,8 @@ API (both models)
     model.hidden_states(idx) -> {'hidden': ln_f(h) (B,T,d)} (+ 'o': o (B,T,d) for a Backpack)
     model.input_embeddings() -> E (V, d), the tied input embedding / LM head
     model.generate(idx, max_new_tokens, temperature, top_k, greedy, stop_ids)  (KV cache)
+    model.step(idx, cache) -> next-token logits (B, V), feeding idx on top of a KVCache (cache.reorder(rows)
+                              keeps/repeats batch rows, for beam search)
     model.get_num_params(non_embedding=True), model.param_counts(), model.configure_optimizers(...)
 Backpack only
     model.sense_vectors(token_ids) -> C (n, k, d)       model.sense_logits(token_ids) -> E C (n, k, V)
@@ -103,6 +105,10 @@ class KVCache:
         buf = self.buffers[name]
         buf[:, :, self.length:self.length + T] = x
         return buf[:, :, :self.length + T]
+
+    def reorder(self, rows):
+        """Keep, repeat or permute the batch rows (beam search): row b becomes old row rows[b]."""
+        self.buffers = {name: buf.index_select(0, rows) for name, buf in self.buffers.items()}
 
 
 class CausalSelfAttention(nn.Module):
@@ -346,6 +352,15 @@ class _LanguageModel(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
 
     @torch.no_grad()
+    def step(self, idx, cache):
+        """Next-token logits (B, V) after feeding idx (B, T) on top of what `cache` (a KVCache) holds:
+        the whole prompt into an empty cache, then one token at a time; the cache advances by T.
+        The positions so far must stay within block_size (learned absolute positions)."""
+        assert cache.length + idx.size(1) <= self.config.block_size, "the cached sequence exceeds block_size"
+        x = self._final_hidden(idx, cache=cache)
+        cache.length += idx.size(1)
+        return self.lm_head(x[:, -1])
+
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, greedy=False, stop_ids=None,
                  use_cache=True):
         """Append max_new_tokens to idx (B, T). greedy (or temperature 0) takes the argmax, else samples
@@ -357,14 +372,11 @@ class _LanguageModel(nn.Module):
         stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             if not use_cache:
-                x = self._final_hidden(idx[:, -block_size:])
+                logits = self.lm_head(self._final_hidden(idx[:, -block_size:])[:, -1])
             else:
                 if cache is None or idx.size(1) > block_size:  # (re)start on the cropped window
                     cache = KVCache(block_size)
-                new = idx[:, -block_size:][:, cache.length:]
-                x = self._final_hidden(new, cache=cache)
-                cache.length += new.size(1)
-            logits = self.lm_head(x[:, -1])
+                logits = self.step(idx[:, -block_size:][:, cache.length:], cache)
             if greedy or temperature == 0:
                 idx_next = logits.argmax(dim=-1, keepdim=True)
             else:

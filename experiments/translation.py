@@ -20,8 +20,8 @@ Decoding.
     each step expands every live beam and keeps the 2 * beam_size best continuations: those ending with
     a stop token are finished (only when among the best beam_size), the best beam_size others live on;
     a sentence is done once it has beam_size finished hypotheses and no live beam scores higher than
-    the worst of them at its current length (exact for length_penalty 0, a heuristic otherwise). Each step
-    feeds the whole prefix of every live beam of a batch through the model (no cache).
+    the worst of them at its current length (exact for length_penalty 0, a heuristic otherwise). With the
+    KV cache: each step feeds the last token of every live beam, the cache rows following their beams.
 The output is the decoded text of the generated tokens before the stop token, stripped of surrounding
 whitespace.
 
@@ -38,6 +38,7 @@ from tqdm import tqdm
 from experiments.eval_data import read_parallel
 from experiments.metrics import translation_scores
 from experiments.sentence import require_eval
+from model import KVCache
 
 
 def evaluate_translation_accuracy(model, tokenizer, device, src_path=None, tgt_path=None, max_samples=None,
@@ -172,45 +173,55 @@ def cut_at_stop(ids, stop_ids):
 
 
 @torch.no_grad()
-def beam_search(model, prompts, beam_size, max_new_tokens, stop_ids, length_penalty=1.0):
+def beam_search(model, prompts, beam_size, max_new_tokens, stop_ids, length_penalty=1.0, use_cache=True):
     """Beam search (module docstring) for a (N, P) batch of equal-length prompts: for each, the
-    generated ids of the best finished hypothesis (ending with its stop id, if it has one)."""
-    N = prompts.size(0)
-    live = [[(0.0, [])] for _ in range(N)]  # per prompt: (sum of log-probs, generated ids) of each live beam
-    finished = [[] for _ in range(N)]       # per prompt: (normalised score, generated ids)
+    generated ids of the best finished hypothesis (ending with its stop id, if it has one).
+    With the KV cache (model.step), each step feeds one token per live beam and the cache rows follow
+    their beams (cache.reorder); use_cache=False feeds every beam's whole prefix (the reference)."""
+    N, P = prompts.shape
+    live = [[(0.0, [], n)] for n in range(N)]  # per prompt: (sum of log-probs, generated ids, row) of each live beam
+    finished = [[] for _ in range(N)]          # per prompt: (normalised score, generated ids)
     done = [False] * N
+    cache = KVCache(P + max_new_tokens) if use_cache else None
+    logits = model.step(prompts, cache) if use_cache else None  # row n: prompt n
 
     def score(logp, ids):
         return logp / len(ids) ** length_penalty
 
-    for _ in range(max_new_tokens):
-        rows = [(n, beam) for n in range(N) if not done[n] for beam in live[n]]
-        if not rows:
+    for t in range(max_new_tokens):
+        beams = [(n, beam) for n in range(N) if not done[n] for beam in live[n]]
+        if not beams:
             break
-        generated = torch.tensor([ids for _, (_, ids) in rows], dtype=torch.long, device=prompts.device)
-        idx = torch.cat([prompts[[n for n, _ in rows]], generated], dim=1)
-        logits, _ = model(idx)
-        total = F.log_softmax(logits[:, -1].float(), dim=-1).cpu().double()
-        total += torch.tensor([logp for _, (logp, _) in rows], dtype=torch.float64)[:, None]
+        if use_cache:
+            if t > 0:  # the rows of the cache are last step's beams: follow the survivors, feed their token
+                cache.reorder(torch.tensor([row for _, (_, _, row) in beams], device=prompts.device))
+                last = torch.tensor([[ids[-1]] for _, (_, ids, _) in beams], device=prompts.device)
+                logits = model.step(last, cache)
+        else:
+            generated = torch.tensor([ids for _, (_, ids, _) in beams], dtype=torch.long, device=prompts.device)
+            logits, _ = model(torch.cat([prompts[[n for n, _ in beams]], generated], dim=1))
+            logits = logits[:, -1]
+        total = F.log_softmax(logits.float(), dim=-1).cpu().double()
+        total += torch.tensor([logp for _, (logp, _, _) in beams], dtype=torch.float64)[:, None]
         V, r = total.size(1), 0
         for n in range(N):
             if done[n]:
                 continue
-            beams, r = live[n], r + len(live[n])
-            candidates = total[r - len(beams):r].flatten()
-            values, flat = candidates.topk(min(2 * beam_size, candidates.numel()))
+            parents, r = live[n], r + len(live[n])
+            first = r - len(parents)  # the row of parents[0] in total (and in the cache)
+            values, flat = total[first:r].flatten().topk(min(2 * beam_size, len(parents) * V))
             live[n] = []
             for rank, (logp, f) in enumerate(zip(values.tolist(), flat.tolist())):
-                ids = beams[f // V][1] + [f % V]
+                ids = parents[f // V][1] + [f % V]
                 if f % V in stop_ids:
                     if rank < beam_size:
                         finished[n].append((score(logp, ids), ids))
                 elif len(live[n]) < beam_size:
-                    live[n].append((logp, ids))
+                    live[n].append((logp, ids, first + f // V))
             finished[n] = sorted(finished[n], key=lambda h: -h[0])[:beam_size]
-            best_live = max((score(logp, ids) for logp, ids in live[n]), default=float('-inf'))
+            best_live = max((score(logp, ids) for logp, ids, _ in live[n]), default=float('-inf'))
             done[n] = len(finished[n]) == beam_size and best_live <= finished[n][-1][0]
     for n in range(N):  # the length cap ends the beams still alive
         if not done[n]:
-            finished[n] += [(score(logp, ids), ids) for logp, ids in live[n]]
+            finished[n] += [(score(logp, ids), ids) for logp, ids, _ in live[n]]
     return [max(finished[n], key=lambda h: h[0])[1] for n in range(N)]

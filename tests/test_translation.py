@@ -151,6 +151,21 @@ def test_beam_search_on_the_tiny_model(tiny):
         generate_translation(model, tok, english[:3], 'cpu')
 
 
+def test_cached_beam_search_equals_the_uncached_one(tiny):
+    """The KV cache follows its beams: a batch of equal-length prompts (so beams are dropped, kept
+    and repeated across rows, and finished prompts leave the batch) gives the same hypotheses as
+    feeding every beam's whole prefix."""
+    model, tok, english = tiny
+    prompts, limits, _ = build_prompts(tok, english[:40], 'en', 'fr', model.config.block_size, max_new_tokens=12)
+    length = max({len(p) for p in prompts}, key=[len(p) for p in prompts].count)
+    batch = torch.tensor([p for p in prompts if len(p) == length][:4])
+    assert len(batch) >= 2
+    for beam_size, length_penalty in ((3, 1.0), (4, 0.0)):
+        cached = beam_search(model, batch, beam_size, 12, tok.special_ids, length_penalty)
+        assert cached == beam_search(model, batch, beam_size, 12, tok.special_ids, length_penalty, use_cache=False)
+        assert len({tuple(c) for c in cached}) >= 2
+
+
 def test_evaluate_translation_accuracy_on_the_test_split(tiny):
     model, tok, _ = tiny
     results = evaluate_translation_accuracy(model, tok, 'cpu', max_samples=8, n_examples=3)
