@@ -34,8 +34,9 @@ Backpack only
 
 Speed. The training path never materialises alpha (B*k*T*T): on CPU the mixture is computed by blocks
 of queries (flash-style; alpha is recomputed block by block in backward), skipping the masked upper
-triangle; on CUDA by F.scaled_dot_product_attention with the senses as values (MIX_KERNEL). The sense network depends on token identity only, so with config.dedup_senses it runs once
-per distinct token of the batch: exact in eval; in training the sense network's dropout masks are
+triangle; on CUDA by F.scaled_dot_product_attention with the senses as values (MIX_KERNEL). The sense
+network depends on token identity only, so with config.dedup_senses it runs once per distinct token
+of the batch: exact in eval; in training the sense network's dropout masks are
 then shared by all occurrences of a token in the batch (dedup_senses=False gives independent masks).
 Passing alpha= (e.g. model.contextualization(idx)) runs the explicit path, kept for analysis; the two
 agree to fp32 rounding, forward and backward (tests/test_model.py).
@@ -361,6 +362,7 @@ class _LanguageModel(nn.Module):
         cache.length += idx.size(1)
         return self.lm_head(x[:, -1])
 
+    @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, greedy=False, stop_ids=None,
                  use_cache=True):
         """Append max_new_tokens to idx (B, T). greedy (or temperature 0) takes the argmax, else samples

@@ -226,10 +226,13 @@ def test_cached_generation_equals_uncached(cls):
     torch.manual_seed(0)
     model = cls(ModelConfig(**TINY)).eval()
     prompt = torch.randint(0, 97, (3, 5))
+    graphs = []  # generation records no autograd graph, cached or not
+    model.lm_head.register_forward_hook(lambda module, args, out: graphs.append(out.requires_grad))
     cached = model.generate(prompt, 40, greedy=True)
     uncached = model.generate(prompt, 40, greedy=True, use_cache=False)
     assert cached.shape == (3, 45) and torch.equal(cached[:, :5], prompt)
     assert torch.equal(cached, uncached)
+    assert graphs and not any(graphs)
 
 
 def test_generation_stops_and_samples_within_top_k():

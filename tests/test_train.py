@@ -173,8 +173,9 @@ def test_finetune_from_a_backpack_gpt2_checkpoint(gpt2_data_dir, tmp_path):
     assert len(read_log(out)['train_loss']) == 6
 
 
-def test_finetune_without_reachable_weights_is_one_line(gpt2_data_dir, tmp_path):
-    # the config's default is the hub name, which no test machine can reach
+def test_finetune_without_reachable_weights_is_one_line(gpt2_data_dir, tmp_path, monkeypatch):
+    # the config's default is the hub name; offline mode makes it unreachable even on a connected machine
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     result = train('--config', 'train_europarl_finetune', '--device', 'cpu', '--data_dir', gpt2_data_dir,
                    '--out_dir', tmp_path / 'x', check=False, timeout=120)
     assert result.returncode != 0 and 'offline, pass a local directory' in result.stderr
