@@ -55,6 +55,7 @@ class Tokenizer:
         # pre-tokenizer already treats every word, the first one included, as following a space.
         self._word_prefix = "" if meta["tokenizer"]["type"] == "xlm-roberta" else " "
         self._token_lang_counts = None
+        self._readable = None
 
     def lang_id(self, lang):
         return self._lang_ids[lang]
@@ -116,13 +117,23 @@ class Tokenizer:
 
         An id belongs to `lang` when it occurred at least `min_count` times on that side of the train
         pairs and at least `min_share` of its occurrences were there. Shared pieces (punctuation,
-        names, numbers) therefore count for both languages; ids never seen in training, and the
-        tags/EOS, for neither."""
+        names, numbers) therefore count for both languages; ids never seen in training, the
+        tags/EOS, and byte-level pieces that are not text on their own (see `readable_mask`), for
+        neither."""
         counts = self.token_lang_counts
         mine = counts[:, ("en", "fr").index(lang)]
-        mask = (mine >= min_count) & (mine >= min_share * counts.sum(1))
+        mask = (mine >= min_count) & (mine >= min_share * counts.sum(1)) & self.readable_mask()
         mask[list(self.special_ids)] = False
         return mask
+
+    def readable_mask(self):
+        """(vocab_size,) bool: the ids that decode, alone, to valid text. A byte-level BPE (gpt2, bpe)
+        has pieces holding part of a character's UTF-8 bytes (e.g. the first byte of "œ"); alone they
+        decode to U+FFFD and mean nothing to a reader, however often they occur in French."""
+        if self._readable is None:
+            texts = self.backend.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
+            self._readable = np.array(["\ufffd" not in text for text in texts], dtype=bool)
+        return self._readable
 
     def words(self, lang):
         """[(word, count)] of the train side of `lang`, most frequent first (words.json, made by prepare.py)."""

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import numpy as np
@@ -251,6 +252,28 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(case, tmp_path):
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert not out.exists()
     assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_out_dir_that_is_a_file_fails_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    out.write_text("my notes")
+    started = time.time()
+    result = run_prepare("--source", "sample", "--tokenizer", "bpe", "--vocab_size", "4096", "--out_dir", out)
+    assert result.returncode == 1 and out.read_text() == "my notes"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is an existing file" in lines[0], result.stderr
+    assert "tokenize" not in result.stderr and time.time() - started < 20  # no BPE training, no encoding
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_no_progress_bar_when_the_output_is_not_a_terminal(tmp_path):
+    """Redirected to a file (as quickstart.sh users and nohup runs do), tqdm's carriage-return
+    updates would pile up into one endless line: every line printed must be a short, whole line."""
+    result = run_prepare("--source", "sample", "--tokenizer", "gpt2", "--max_pairs", "300", "--out_dir", tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "\r" not in output and "tokenize" not in output
+    assert all(len(line) < 300 for line in output.splitlines()) and "wrote" in result.stdout
 
 
 def test_failed_run_leaves_earlier_outputs_untouched(sample_data_dir, tmp_path):

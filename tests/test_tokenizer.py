@@ -1,4 +1,5 @@
 """tokenizer.py on prepared data dirs: exact round trips, tags only ever inserted as ids, GPT-2 ids."""
+import numpy as np
 import pytest
 
 from tokenizer import load_tokenizer
@@ -96,3 +97,16 @@ def test_train_word_lists(tok):
     assert min(en.values()) >= 2 and all(w == w.lower() for w in en)
     counts = [c for _, c in tok.words("fr")]
     assert counts == sorted(counts, reverse=True)
+
+
+def test_language_masks_hold_only_readable_tokens(gpt2_data_dir):
+    """Byte-level pieces such as the first byte of a French accented character occur often on the FR
+    side, but alone they decode to U+FFFD: no language mask (and so no sense listing) may show them."""
+    tok = load_tokenizer(gpt2_data_dir)
+    fr_side = tok.token_lang_counts[:, 1] >= 3
+    partial = [i for i in range(256) if fr_side[i] and "\ufffd" in tok.token_str(i)]
+    assert partial, "the sample's French side should use some partial-byte pieces"
+    en, fr = tok.language_mask("en"), tok.language_mask("fr")
+    assert not (en | fr)[partial].any()
+    assert not any("\ufffd" in tok.token_str(i) for i in np.flatnonzero(en | fr))
+    assert fr[tok.encode_word("les")[0]] and en[tok.encode_word("the")[0]]

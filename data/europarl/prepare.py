@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: tokenizer.py lives at the repo root
+from errors import UserError  # noqa: E402
 from tokenizer import encode_texts  # noqa: E402
 
 SAMPLE_DIR = REPO / "data" / "europarl" / "sample"
@@ -58,7 +59,7 @@ MIN_WORD_COUNT = 2
 DERIVED_FILES = ["en.txt", "fr.txt", "alignment.tsv"]
 
 
-class PrepareError(Exception):
+class PrepareError(UserError):
     """Bad input or environment: reported as one line on stderr, exit status 1, nothing written."""
 
 
@@ -128,6 +129,9 @@ def positive_int(text):
 def run(args):
     started = time.time()
     out_dir = Path(args.out_dir).resolve()
+    # Every check that needs no reading comes before the minutes of reading and tokenizing.
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PrepareError(f"--out_dir {args.out_dir} is an existing file, not a directory; choose another --out_dir")
     # A downloaded or bundled tokenizer is resolved first: failing there is cheap, reading is not.
     spec = None if args.tokenizer == "bpe" else load_pretrained(args)
     splits, source_meta = load_splits(args.source, args.src_dir, args.dataset, args.max_pairs,
@@ -531,7 +535,8 @@ class Ragged:
 def encode_split(backend, pairs, name):
     texts = pairs.en + pairs.fr
     flats, lens = [], []
-    with tqdm(total=len(texts), desc=f"tokenize {name}", unit=" sentences", mininterval=1.0) as bar:
+    # disable=None: a bar on a terminal only; in a log file its carriage returns make one endless line
+    with tqdm(total=len(texts), desc=f"tokenize {name}", unit=" sentences", mininterval=1.0, disable=None) as bar:
         for begin in range(0, len(texts), ENCODE_CHUNK):
             ids = encode_texts(backend, texts[begin:begin + ENCODE_CHUNK])
             chunk_lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
