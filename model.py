@@ -10,36 +10,54 @@ alpha_lij over the prefix j <= i. The output is a non-contextual mixture of the 
 with E the input embedding (tied); there is no LayerNorm on o and no 1/k.
 StandardTransformerLM is the same contextual transformer with its tied LM head on ln_f(h).
 
+The file reads top-down: the config; the Backpack's three pieces (sense network, weight head, the
+mixture, explicit); the two language models; their contextual network (GPT-2); generation; the loader
+of pretrained backpack-gpt2 weights. kernels.py holds the fast versions of the mixture and of the loss.
+
 API (both models)
     model(idx)                                  -> (logits (B,1,V) of the last position, None)
     model(idx, return_logits=True)              -> (logits (B,T,V), None)
     model(idx, targets)                         -> (None, loss): the loss is computed in row chunks of
                                                    the tied LM head and B*T*V logits are never held
     model(idx, targets, return_logits=True)     -> (logits (B,T,V), loss)
-    targets == -1 are ignored; the loss is the mean NLL over the others (nats).
+    targets == -1 (nanoGPT) and -100 (Hugging Face) are ignored; any other negative target is a
+    ValueError; the loss is the mean NLL over the others (nats).
+    model.n_tokens -> how many rows of E are token ids: config.tokenizer_vocab_size, or all V rows
     model.hidden_states(idx) -> {'hidden': ln_f(h) (B,T,d)} (+ 'o': o (B,T,d) for a Backpack)
-    model.input_embeddings() -> E (V, d), the tied input embedding / LM head
+    model.input_embeddings() -> E[:n_tokens] (n_tokens, d), the tied input embedding / LM head
     model.generate(idx, max_new_tokens, temperature, top_k, greedy, stop_ids)  (KV cache)
-    model.step(idx, cache) -> next-token logits (B, V), feeding idx on top of a KVCache (cache.reorder(rows)
-                              keeps/repeats batch rows, for beam search)
+    model.step(idx, cache) -> next-token logits (B, n_tokens), feeding idx on top of a KVCache
+                              (cache.reorder(rows) keeps/repeats batch rows, for beam search)
     model.get_num_params(non_embedding=True), model.param_counts(), model.configure_optimizers(...)
 Backpack only
-    model.sense_vectors(token_ids) -> C (n, k, d)       model.sense_logits(token_ids) -> E C (n, k, V)
+    model.sense_vectors(token_ids) -> C (n, k, d)   model.sense_logits(token_ids) -> E C (n, k, n_tokens)
     model.contextualization(idx) -> alpha (B, k, T, T)   (alpha[b, l, i, j], rows sum to 1 over j <= i)
-    model.cache_senses(): inference looks C(x) up in a whole-vocabulary table (V*k*d floats) instead
-    of running the sense network; ignored once the weights change
     Interventions: model(idx, alpha=A) mixes with an edited alpha (B,k,T,T) and model(idx, senses=S)
     with edited per-position senses S (B,T,k,d) (e.g. model.sense_vectors(idx.flatten()).view(B,T,k,d),
     then edited); both can be given together and combine with targets / return_logits as above.
 
-Speed. The training path never materialises alpha (B*k*T*T): on CPU the mixture is computed by blocks
-of queries (flash-style; alpha is recomputed block by block in backward), skipping the masked upper
-triangle; on CUDA by F.scaled_dot_product_attention with the senses as values (MIX_KERNEL). The sense
-network depends on token identity only, so with config.dedup_senses it runs once per distinct token
-of the batch: exact in eval; in training the sense network's dropout masks are
-then shared by all occurrences of a token in the batch (dedup_senses=False gives independent masks).
-Passing alpha= (e.g. model.contextualization(idx)) runs the explicit path, kept for analysis; the two
-agree to fp32 rounding, forward and backward (tests/test_model.py).
+Padding rows. backpack-gpt2's E has 50,264 rows for GPT-2's 50,257 ids (+ our two language tags):
+rows past config.tokenizer_vocab_size are no token. forward() scores all V rows, the distribution the
+model was trained with (its loss and logits); everything that picks or lists tokens sees only the
+first n_tokens: step() and generate() (so padding is never generated), input_embeddings(),
+sense_logits().
+
+Speed. The training path never materialises alpha (B*k*T*T): kernels.causal_sense_mixing computes the
+mixture by blocks of queries on CPU (flash-style; alpha recomputed block by block in backward) and with
+F.scaled_dot_product_attention on CUDA (config.mix_kernel, config.mix_block); the loss never holds the
+B*T*V logits (kernels.chunked_cross_entropy). The sense network depends on token identity only, so
+(config.dedup_senses) it runs once per distinct token of the batch wherever that computes exactly what
+running it per position computes: in eval mode, or with dropout 0. In training with dropout each
+occurrence of a token draws its own dropout masks, as in backpack-gpt2's training, so the network runs
+per position (with or without autograd: shared masks would not be exact either way);
+config.sense_dropout_shared_per_batch=True dedups there too, an approximation: all occurrences of a
+token in a batch then share one dropout mask. In eval mode without autograd (evaluation, generation)
+the senses come from a table filled lazily with the C(x) of every token id seen (k*d floats each):
+the sense network runs once per distinct id for as long as E and the sense network are unchanged
+(model.train() and clear_sense_table() free it; generate(use_cache=False), the reference that keeps
+nothing between steps, does not use it). Passing alpha= (e.g. model.contextualization(idx)) runs the
+explicit path, kept for analysis; the paths agree to fp32 rounding, forward and backward
+(tests/test_model.py, tests/test_kernels.py).
 
 Generation. generate() caches the transformer's keys/values, the weight head's keys and the sense
 vectors of past tokens. As in nanoGPT, the model only ever sees the last block_size tokens: once the
@@ -57,11 +75,13 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from kernels import MIX_KERNELS, causal_sense_mixing, chunked_cross_entropy
+
 
 @dataclass
 class ModelConfig:
     block_size: int = 512
-    vocab_size: int = 50264  # backpack-gpt2's padded GPT-2 vocabulary; train.py takes it from meta.json
+    vocab_size: int = 50264  # rows of E: backpack-gpt2's padded GPT-2 vocabulary; train.py takes it from meta.json
     n_layer: int = 6
     n_head: int = 6
     n_embd: int = 384
@@ -70,11 +90,22 @@ class ModelConfig:
     bias: bool = False  # biases in Linears and LayerNorms (GPT-2 and backpack-gpt2 have them)
     sense_intermediate_scale: int = 4  # width of the sense network's final MLP, in units of n_embd
     scale_attn_by_inverse_layer_idx: bool = False  # also divide layer l's attention scores by l+1
-    dedup_senses: bool = True  # run the sense network once per distinct token of a batch (see above)
+    tokenizer_vocab_size: int = 0  # the leading rows of E that are token ids; 0: all vocab_size rows
+    dedup_senses: bool = True  # the sense network once per distinct token, where exact (module docstring)
+    sense_dropout_shared_per_batch: bool = False  # dedup in training with dropout too (approximate)
+    mix_kernel: str = 'auto'  # the training path's mixture: 'blocks', 'sdpa' or 'auto' (kernels.py)
+    mix_block: int = 64  # queries per block of the 'blocks' mixture
+
+    def __post_init__(self):
+        if not 0 <= self.tokenizer_vocab_size <= self.vocab_size:
+            raise ValueError(f"tokenizer_vocab_size {self.tokenizer_vocab_size} must be in [0, vocab_size "
+                             f"{self.vocab_size}] (0: every row of the embedding is a token id)")
+        if self.mix_kernel not in MIX_KERNELS:
+            raise ValueError(f"unknown mix_kernel {self.mix_kernel!r}; expected one of {MIX_KERNELS}")
 
 
 # ----------------------------------------------------------------------------------------------------
-# building blocks: GPT-2 with LayerNorm eps 1e-5 and the tanh GELU ("gelu_new")
+# the Backpack's three pieces: sense network, weight head, mixture (GELU tanh, LayerNorm eps 1e-5)
 
 class MLP(nn.Module):
     """c_fc -> GELU(tanh) -> c_proj -> dropout, as GPT-2's MLP and backpack-gpt2's BackpackMLP."""
@@ -89,28 +120,322 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate='tanh')))
 
 
-class KVCache:
-    """Tensors (B, H, T, D) of the tokens seen so far (keys, values, senses), preallocated for max_len
-    positions. A model step feeds either a whole prefix into the empty cache or a single token: it
-    writes the new tokens' tensors at position `length` of each buffer and reads the whole prefix back;
-    generate() then advances `length`."""
+class NoMixBlock(nn.Module):
+    """backpack-gpt2's BackpackNoMixBlock: a transformer block without attention, per token."""
 
-    def __init__(self, max_len):
-        self.max_len, self.length, self.buffers = max_len, 0, {}
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.mlp = MLP(config.n_embd, 4 * config.n_embd, config.n_embd, config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.resid_dropout1 = nn.Dropout(config.dropout)
+        self.resid_dropout2 = nn.Dropout(config.dropout)
 
-    def append(self, name, x):
-        B, H, T, D = x.shape
-        assert self.length == 0 or T == 1, "the attention masks assume a prefix or one token at a time"
-        if name not in self.buffers:
-            self.buffers[name] = x.new_empty(B, H, self.max_len, D)
-        buf = self.buffers[name]
-        buf[:, :, self.length:self.length + T] = x
-        return buf[:, :, :self.length + T]
+    def forward(self, h0, r0):
+        r1 = self.resid_dropout1(h0) + r0  # r1 = h0 + r0
+        r2 = self.resid_dropout2(self.mlp(self.ln_1(r1))) + r1  # r2 = r1 + MLP(LN(r1)); HF drops out twice
+        return self.ln_2(r2)
 
-    def reorder(self, rows):
-        """Keep, repeat or permute the batch rows (beam search): row b becomes old row rows[b]."""
-        self.buffers = {name: buf.index_select(0, rows) for name, buf in self.buffers.items()}
 
+class SenseNetwork(nn.Module):
+    """1. C(x): token embeddings (n, d) -> sense vectors (n, k, d). Output column l*d + c of final_mlp
+    is sense l, dimension c (the layout of backpack-gpt2's reshape)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_senses, self.n_embd = config.n_senses, config.n_embd
+        self.dropout = nn.Dropout(config.dropout)
+        self.ln = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.block = NoMixBlock(config)
+        self.final_mlp = MLP(config.n_embd, config.sense_intermediate_scale * config.n_embd,
+                             config.n_senses * config.n_embd, config)
+
+    def forward(self, e):
+        r0 = self.dropout(e)
+        h0 = self.ln(r0)
+        return self.final_mlp(self.block(h0, r0)).view(*e.shape[:-1], self.n_senses, self.n_embd)
+
+
+class SenseWeightHead(nn.Linear):
+    """2. The weight head on the contextual states ln_f(h) (B, T, d): per sense l, a query and a key of
+    size d/k -> q, k (B, k, T, d/k), q already scaled by 1/sqrt(d/k). Linear(d, 2d), always with a bias
+    as in backpack-gpt2; an nn.Linear itself, so that its parameters keep their checkpoint names."""
+
+    def __init__(self, config):
+        super().__init__(config.n_embd, 2 * config.n_embd, bias=True)
+        self.n_senses = config.n_senses
+
+    def forward(self, h):
+        B, T, d = h.shape
+        S = self.n_senses
+        q, k = super().forward(h).view(B, T, 2, S, d // S).permute(2, 0, 3, 1, 4).unbind(0)
+        return q * (S / d) ** 0.5, k
+
+
+def sense_weights(q, k):
+    """alpha (B, k, T, T), materialised: alpha_li = softmax over j <= i of q_li . k_lj."""
+    T = q.size(2)
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    return torch.softmax((q @ k.transpose(-1, -2)).masked_fill(future, float('-inf')), dim=-1)
+
+
+def mix_senses(alpha, senses):
+    """3. o_i = sum_l sum_j alpha_lij C(x_j)_l: alpha (B, k, T, T), senses (B, k, T, d) -> o (B, T, d).
+    The explicit version; kernels.causal_sense_mixing(q, k, senses) gives the same from q and k
+    without holding alpha (what training runs)."""
+    return torch.matmul(alpha, senses).sum(1)
+
+
+def _gather_senses(table, where):
+    """table (k, n, d) of sense vectors, where (B, T) row ids into it -> (B, k, T, d), gathered in that
+    layout at once: row l*n + where[b, j] of the flattened table is sense l of position (b, j)."""
+    S, n, D = table.shape
+    rows = where[:, None, :] + n * torch.arange(S, device=where.device)[:, None]
+    return F.embedding(rows, table.reshape(S * n, D))
+
+
+def is_backpack(model):
+    """Whether `model` has sense vectors: a BackpackLM (also under torch.compile, which forwards
+    attributes) or a stand-in with its API. The one test for "is this a Backpack"."""
+    return hasattr(model, 'sense_vectors')
+
+
+# ----------------------------------------------------------------------------------------------------
+# the two language models
+
+class _LanguageModel(nn.Module):
+    """What both models share: the contextual transformer, the tied LM head, the loss, init,
+    optimizer groups, and generation (defined in its own section below). Subclasses define
+    _final_hidden(idx, cache, sense_table) -> (B, T, d), what the LM head reads."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = Transformer(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # E, tied
+
+    def _init_weights(self):
+        # nanoGPT / GPT-2: N(0, 0.02), zero biases, residual projections scaled by 1/sqrt(2 n_layer)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for name, p in self.named_parameters():
+            if name.endswith('c_proj.weight'):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    @property
+    def n_tokens(self):
+        """How many leading rows of E are token ids (the rest are padding, see the module docstring)."""
+        return self.config.tokenizer_vocab_size or self.config.vocab_size
+
+    def input_embeddings(self):
+        """E (n_tokens, d): the token embedding, tied to the LM head, without its padding rows."""
+        return self.transformer.wte.weight[:self.n_tokens]
+
+    def crop_block_size(self, block_size):
+        """Shrink the context (nanoGPT's model surgery), e.g. to finetune backpack-gpt2, made for 512
+        positions, on shorter blocks: the first block_size learned positions are kept."""
+        assert block_size <= self.config.block_size
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    def forward(self, idx, targets=None, return_logits=False, **edits):
+        """Logits over all vocab_size rows, padding included: the distribution the model is trained
+        with (see the module docstring for what the arguments select)."""
+        assert idx.size(1) <= self.config.block_size, f"sequence of {idx.size(1)} > block_size {self.config.block_size}"
+        x = self._final_hidden(idx, **edits)
+        if targets is None:
+            return self.lm_head(x if return_logits else x[:, [-1]]), None
+        targets = _loss_targets(targets).reshape(-1)
+        if return_logits:
+            logits = self.lm_head(x)
+            return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets, ignore_index=-1)
+        return None, chunked_cross_entropy(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets)
+
+    def get_num_params(self, non_embedding=True):
+        """nanoGPT's count: the tied E counted once; position embeddings subtracted by default."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def param_counts(self):
+        t = self.transformer
+        counts = {'embedding': t.wte.weight.numel(), 'positions': t.wpe.weight.numel(),
+                  'contextual_transformer': sum(p.numel() for m in (t.h, t.ln_f) for p in m.parameters())}
+        counts.update(self._own_param_counts())
+        counts['total'] = self.get_num_params(non_embedding=False)
+        return counts
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        # nanoGPT: matrices and embeddings decay; biases and LayerNorm gains do not
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
+
+    def step(self, idx, cache):
+        """Next-token logits (B, n_tokens) after feeding idx (B, T) on top of what `cache` (a KVCache)
+        holds: see the generation section."""
+        return _step(self, idx, cache)
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, greedy=False, stop_ids=None,
+                 use_cache=True):
+        """idx (B, T) with max_new_tokens appended: see the generation section."""
+        return _generate(self, idx, max_new_tokens, temperature, top_k, greedy, stop_ids, use_cache)
+
+    def _next_token_logits(self, x):
+        """(B, n_tokens) logits from the last position's o or ln_f(h) x (B, d): only token rows, so
+        that padding rows can never be generated."""
+        return F.linear(x, self.input_embeddings())
+
+
+def _loss_targets(targets):
+    """Targets with every ignored position as -1: -1 (nanoGPT) and -100 (Hugging Face) are ignored.
+    Any other negative target is refused rather than ignored or scored as some class. On CPU the
+    check is free; on an accelerator a Python-level check would make the host wait for the device at
+    every step, so the device asserts asynchronously (the error surfaces at the next sync)."""
+    bad = (targets < 0) & (targets != -1) & (targets != -100)
+    message = "targets must be token ids >= 0, or -1 / -100 for ignored positions"
+    if targets.device.type == 'cpu':
+        if bad.any():
+            raise ValueError(f"{message}; got {targets[bad][0].item()}")
+    else:
+        torch._assert_async(~bad.any(), message)
+    return targets.clamp(min=-1)
+
+
+class BackpackLM(_LanguageModel):
+    """The Backpack: logits_i = E o_i with o_i = sum_l sum_{j<=i} alpha_lij C(x_j)_l (module docstring)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        assert config.n_embd % config.n_senses == 0, "n_embd must split into n_senses query/key heads"
+        self.sense_network = SenseNetwork(config)
+        self.sense_weight_net = SenseWeightHead(config)
+        self.clear_sense_table()
+        self._init_weights()
+
+    def _own_param_counts(self):
+        return {'sense_network': sum(p.numel() for p in self.sense_network.parameters()),
+                'weight_head': sum(p.numel() for p in self.sense_weight_net.parameters())}
+
+    def _final_hidden(self, idx, cache=None, alpha=None, senses=None, sense_table=True):
+        v = self._senses(idx, sense_table) if senses is None else senses.transpose(1, 2)
+        if alpha is not None:  # the explicit path
+            return mix_senses(alpha, v)
+        q, k = self.sense_weight_net(self.transformer(idx, cache))
+        if cache is not None:
+            k, v = cache.append('sense_keys', k), cache.append('senses', v)
+        if q.size(2) == k.size(2):
+            return causal_sense_mixing(q, k, v, self.config.mix_kernel, self.config.mix_block)
+        # one new token against the cache: alpha is (B, k, 1, T), small, and no position is masked
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0).sum(1)
+
+    # --- the senses of every position
+
+    def _senses(self, idx, sense_table=True):
+        """C(x_j) for every position: (B, k, T, d), sense-major so each sense is one attention head."""
+        if not self.config.dedup_senses:
+            return self.sense_network(self.transformer.wte(idx)).transpose(1, 2).contiguous()
+        # the table's bookkeeping (weight versions, ids new to it) is Python-side state that a
+        # torch.compile'd graph cannot hold: compiled inference dedups within the batch only
+        inference = not self.training and not torch.is_grad_enabled()
+        if sense_table and inference and not torch.compiler.is_compiling():
+            return self._table_senses(idx)
+        if self.training and self.config.dropout > 0 and not self.config.sense_dropout_shared_per_batch:
+            # each occurrence draws its own dropout masks, as in backpack-gpt2's training
+            return self.sense_network(self.transformer.wte(idx)).transpose(1, 2).contiguous()
+        tokens, where = torch.unique(idx, return_inverse=True)
+        return _gather_senses(self.sense_network(self.transformer.wte(tokens)).transpose(0, 1), where)
+
+    def _table_senses(self, idx):
+        """C(x_j) looked up in the lazily filled table of the ids seen so far (the module docstring);
+        only the ids new to it run through the sense network. The table holds what the sense
+        network computed under the autocast state of that call, so a change of that state, of E or
+        of the sense network starts a new one."""
+        device = idx.device.type
+        key = (self._sense_state(), idx.device, torch.is_autocast_enabled(device),
+               torch.get_autocast_dtype(device), torch.is_inference_mode_enabled())
+        if self._sense_table_key != key:
+            self._sense_slot = torch.full((self.config.vocab_size,), -1, dtype=torch.long, device=idx.device)
+            self._sense_table, self._sense_table_size, self._sense_table_key = None, 0, key
+        tokens = torch.unique(idx)
+        new = tokens[self._sense_slot[tokens] < 0]
+        if len(new):
+            C = self.sense_vectors(new).transpose(0, 1)  # (k, n_new, d)
+            n0, n1 = self._sense_table_size, self._sense_table_size + len(new)
+            if self._sense_table is None or n1 > self._sense_table.size(1):  # grow by doubling
+                table = C.new_empty(C.size(0), max(n1, 2 * n0, 64), C.size(2))
+                if self._sense_table is not None:
+                    table[:, :n0] = self._sense_table[:, :n0]
+                self._sense_table = table
+            self._sense_table[:, n0:n1] = C
+            self._sense_slot[new] = torch.arange(n0, n1, device=idx.device)
+            self._sense_table_size = n1
+        return _gather_senses(self._sense_table[:, :self._sense_table_size], self._sense_slot[idx])
+
+    def clear_sense_table(self):
+        """Free the inference table of sense vectors (it refills on the next inference call)."""
+        self._sense_table = self._sense_slot = self._sense_table_key = None
+        self._sense_table_size = 0
+
+    def train(self, mode=True):
+        if mode:  # the next optimizer step makes the table stale: free its memory during training
+            self.clear_sense_table()
+        return super().train(mode)
+
+    def _sense_state(self):
+        # a parameter's _version counts its in-place updates; data_ptr changes when it is replaced
+        return [(p.data_ptr(), p._version) for p in (self.transformer.wte.weight, *self.sense_network.parameters())]
+
+    # --- analysis
+
+    def contextualization(self, idx):
+        """alpha (B, k, T, T), materialised: alpha[b, l, i, j] = weight of sense l of token j at i."""
+        return sense_weights(*self.sense_weight_net(self.transformer(idx)))
+
+    def hidden_states(self, idx):
+        """Per-position representations: the contextual transformer's ln_f(h) and the Backpack's o."""
+        h = self.transformer(idx)
+        q, k = self.sense_weight_net(h)
+        return {'hidden': h, 'o': causal_sense_mixing(q, k, self._senses(idx), self.config.mix_kernel,
+                                                      self.config.mix_block)}
+
+    def sense_vectors(self, token_ids, chunk=4096):
+        """C(x) (n, k, d) for a 1-D tensor of token ids, `chunk` tokens at a time (the whole
+        vocabulary fits: the sense network's (n, 4d) intermediates never exist for all n at once)."""
+        E = self.transformer.wte
+        return torch.cat([self.sense_network(E(ids)) for ids in token_ids.split(chunk)])
+
+    def sense_logits(self, token_ids):
+        """E C(x)_l (n, k, n_tokens): the next-token logits each sense pushes up (Hewitt et al., sec. 5),
+        over the token ids only."""
+        return self.sense_vectors(token_ids) @ self.input_embeddings().t()
+
+
+class StandardTransformerLM(_LanguageModel):
+    """GPT-2 with a tied LM head on ln_f(h): the Backpack's contextual network used directly.
+    The Backpack-only config fields (n_senses, dedup_senses, ...) are accepted and unused."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._init_weights()
+
+    def _final_hidden(self, idx, cache=None, sense_table=True):  # sense_table: the Backpack's, unused here
+        return self.transformer(idx, cache)
+
+    def hidden_states(self, idx):
+        """Per-position representations (e.g. for sentence vectors): ln_f(h) (B, T, d)."""
+        return {'hidden': self.transformer(idx)}
+
+    def _own_param_counts(self):
+        return {}
+
+
+# ----------------------------------------------------------------------------------------------------
+# the contextual network: GPT-2
 
 class CausalSelfAttention(nn.Module):
 
@@ -174,373 +499,75 @@ class Transformer(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------
-# the Backpack's own parts
+# generation (model.step, model.generate)
 
-class NoMixBlock(nn.Module):
-    """backpack-gpt2's BackpackNoMixBlock: a transformer block without attention, per token."""
+class KVCache:
+    """Tensors (B, H, T, D) of the tokens seen so far (keys, values, senses), preallocated for max_len
+    positions. A model step feeds either a whole prefix into the empty cache or a single token: it
+    writes the new tokens' tensors at position `length` of each buffer and reads the whole prefix back;
+    generate() then advances `length`."""
 
-    def __init__(self, config):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
-        self.mlp = MLP(config.n_embd, 4 * config.n_embd, config.n_embd, config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
-        self.resid_dropout1 = nn.Dropout(config.dropout)
-        self.resid_dropout2 = nn.Dropout(config.dropout)
+    def __init__(self, max_len):
+        self.max_len, self.length, self.buffers = max_len, 0, {}
 
-    def forward(self, h0, r0):
-        r1 = self.resid_dropout1(h0) + r0  # r1 = h0 + r0
-        r2 = self.resid_dropout2(self.mlp(self.ln_1(r1))) + r1  # r2 = r1 + MLP(LN(r1)); HF drops out twice
-        return self.ln_2(r2)
+    def append(self, name, x):
+        B, H, T, D = x.shape
+        assert self.length == 0 or T == 1, "the attention masks assume a prefix or one token at a time"
+        if name not in self.buffers:
+            self.buffers[name] = x.new_empty(B, H, self.max_len, D)
+        buf = self.buffers[name]
+        buf[:, :, self.length:self.length + T] = x
+        return buf[:, :, :self.length + T]
 
-
-class SenseNetwork(nn.Module):
-    """C(x): token embeddings (n, d) -> sense vectors (n, k, d). Output column l*d + c of final_mlp is
-    sense l, dimension c (the layout of backpack-gpt2's reshape)."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.n_senses, self.n_embd = config.n_senses, config.n_embd
-        self.dropout = nn.Dropout(config.dropout)
-        self.ln = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
-        self.block = NoMixBlock(config)
-        self.final_mlp = MLP(config.n_embd, config.sense_intermediate_scale * config.n_embd,
-                             config.n_senses * config.n_embd, config)
-
-    def forward(self, e):
-        r0 = self.dropout(e)
-        h0 = self.ln(r0)
-        return self.final_mlp(self.block(h0, r0)).view(*e.shape[:-1], self.n_senses, self.n_embd)
+    def reorder(self, rows):
+        """Keep, repeat or permute the batch rows (beam search): row b becomes old row rows[b]."""
+        self.buffers = {name: buf.index_select(0, rows) for name, buf in self.buffers.items()}
 
 
-MIX_BLOCK = 64  # queries per block of the sense mixture: smaller skips more of the masked triangle
-# which kernel mixes the senses in training: 'blocks' (_CausalSenseMixing, the fastest on CPU), 'sdpa'
-# (F.scaled_dot_product_attention with the senses as values: the q/k dim d/k differs from the value dim
-# d, which PyTorch's memory-efficient kernel accepts on CUDA), or 'auto' (sdpa on CUDA, else blocks)
-MIX_KERNEL = 'auto'
+@torch.no_grad()
+def _step(model, idx, cache):
+    """model.step: next-token logits (B, n_tokens) after feeding idx (B, T) on top of what `cache` holds:
+    the whole prompt into an empty cache, then one token at a time; the cache advances by T.
+    The positions so far must stay within block_size (learned absolute positions)."""
+    assert cache.length + idx.size(1) <= model.config.block_size, "the cached sequence exceeds block_size"
+    x = model._final_hidden(idx, cache=cache)
+    cache.length += idx.size(1)
+    return model._next_token_logits(x[:, -1])
 
 
-def causal_sense_mixing(q, k, v):
-    """o_i = sum_l sum_{j<=i} alpha_lij v_lj, alpha_li = softmax_{j<=i}(q_li . k_lj), without holding alpha
-    (B, k, T, T). q (pre-scaled), k: (B, k, T, d/k); v: (B, k, T, d) -> o (B, T, d)."""
-    kernel = MIX_KERNEL if MIX_KERNEL != 'auto' else ('sdpa' if q.is_cuda else 'blocks')
-    if kernel == 'sdpa':
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0).sum(1)
-    return _CausalSenseMixing.apply(q, k, v, MIX_BLOCK)
-
-
-class _CausalSenseMixing(torch.autograd.Function):
-    """o_i = sum_l sum_{j<=i} alpha_lij v_lj with alpha_li = softmax_{j<=i}(q_li . k_lj), computed by
-    blocks of queries so that only a (B, k, block, prefix) slice of alpha exists at a time; backward
-    recomputes it block by block instead of storing it (as flash attention does). q is pre-scaled.
-    q, k: (B, k, T, d/k); v: (B, k, T, d); returns o (B, T, d)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, block):
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        B, S, T, D = v.shape
-        o = v.new_empty(B, T, D)
-        for i0 in range(0, T, block):
-            i1 = min(T, i0 + block)
-            o[:, i0:i1] = torch.matmul(_alpha_block(q, k, i0, i1), v[:, :, :i1]).sum(1)
-        ctx.save_for_backward(q, k, v)
-        ctx.block = block
-        return o
-
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v = ctx.saved_tensors
-        B, S, T, D = v.shape
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        # (B*k) batches of matrices; the last block of queries sees every key, so going backwards its
-        # products initialise dk, dv (beta=0) and the earlier blocks add onto their prefixes in place
-        q3, k3, v3, dq3, dk3, dv3 = (t.view(B * S, T, -1) for t in (q, k, v, dq, dk, dv))
-        for i0 in reversed(range(0, T, ctx.block)):
-            i1 = min(T, i0 + ctx.block)
-            beta = 0 if i1 == T else 1
-            p = _alpha_block(q, k, i0, i1).view(B * S, i1 - i0, i1)
-            do_i = do[:, None, i0:i1].expand(B, S, i1 - i0, D).reshape(B * S, i1 - i0, D)  # o = sum_l o_l
-            dv3[:, :i1].baddbmm_(p.transpose(1, 2), do_i, beta=beta)
-            ds = p * torch.bmm(do_i, v3[:, :i1].transpose(1, 2))  # softmax backward: p * (dp - sum_j p dp)
-            ds.addcmul_(p, ds.sum(-1, keepdim=True), value=-1)
-            dq3[:, i0:i1] = torch.bmm(ds, k3[:, :i1])
-            dk3[:, :i1].baddbmm_(ds.transpose(1, 2), q3[:, i0:i1], beta=beta)
-        return dq, dk, dv, None
-
-
-def _alpha_block(q, k, i0, i1):
-    """alpha[:, :, i0:i1, :i1]: softmax over the keys of the prefix; only the last i1-i0 keys need the
-    causal mask."""
-    s = torch.matmul(q[:, :, i0:i1], k[:, :, :i1].transpose(-1, -2))
-    future = torch.ones(i1 - i0, i1 - i0, dtype=torch.bool, device=q.device).triu(1)
-    s[..., i0:i1].masked_fill_(future, float('-inf'))
-    return torch.softmax(s, dim=-1)
-
-
-def _gather_senses(table, where):
-    """table (k, n, d) of sense vectors, where (B, T) row ids into it -> (B, k, T, d), gathered in that
-    layout at once: row l*n + where[b, j] of the flattened table is sense l of position (b, j)."""
-    S, n, D = table.shape
-    rows = where[:, None, :] + n * torch.arange(S, device=where.device)[:, None]
-    return F.embedding(rows, table.reshape(S * n, D))
-
-
-# ----------------------------------------------------------------------------------------------------
-# the two language models
-
-class _LanguageModel(nn.Module):
-    """What both models share: the contextual transformer, the tied LM head, the loss, init,
-    optimizer groups and cached generation. Subclasses define _final_hidden(idx, cache) -> (B, T, d)."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.transformer = Transformer(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # E, tied
-
-    def _init_weights(self):
-        # nanoGPT / GPT-2: N(0, 0.02), zero biases, residual projections scaled by 1/sqrt(2 n_layer)
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        for name, p in self.named_parameters():
-            if name.endswith('c_proj.weight'):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
-
-    def input_embeddings(self):
-        """E (V, d): the token embedding, tied to the LM head."""
-        return self.transformer.wte.weight
-
-    def crop_block_size(self, block_size):
-        """Shrink the context (nanoGPT's model surgery), e.g. to finetune backpack-gpt2, made for 512
-        positions, on shorter blocks: the first block_size learned positions are kept."""
-        assert block_size <= self.config.block_size
-        self.config.block_size = block_size
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
-
-    def forward(self, idx, targets=None, return_logits=False, **edits):
-        assert idx.size(1) <= self.config.block_size, f"sequence of {idx.size(1)} > block_size {self.config.block_size}"
-        x = self._final_hidden(idx, **edits)
-        if targets is None:
-            return self.lm_head(x if return_logits else x[:, [-1]]), None
-        if return_logits:
-            logits = self.lm_head(x)
-            return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        x, E = x.reshape(-1, x.size(-1)), self.lm_head.weight
-        need_grad = torch.is_grad_enabled() and (x.requires_grad or E.requires_grad)
-        return None, _ChunkedLinearCrossEntropy.apply(x, E, targets.reshape(-1), need_grad)
-
-    def get_num_params(self, non_embedding=True):
-        """nanoGPT's count: the tied E counted once; position embeddings subtracted by default."""
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
-
-    def param_counts(self):
-        t = self.transformer
-        counts = {'embedding': t.wte.weight.numel(), 'positions': t.wpe.weight.numel(),
-                  'contextual_transformer': sum(p.numel() for m in (t.h, t.ln_f) for p in m.parameters())}
-        counts.update(self._own_param_counts())
-        counts['total'] = self.get_num_params(non_embedding=False)
-        return counts
-
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        # nanoGPT: matrices and embeddings decay; biases and LayerNorm gains do not
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
-                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
-
-    @torch.no_grad()
-    def step(self, idx, cache):
-        """Next-token logits (B, V) after feeding idx (B, T) on top of what `cache` (a KVCache) holds:
-        the whole prompt into an empty cache, then one token at a time; the cache advances by T.
-        The positions so far must stay within block_size (learned absolute positions)."""
-        assert cache.length + idx.size(1) <= self.config.block_size, "the cached sequence exceeds block_size"
-        x = self._final_hidden(idx, cache=cache)
-        cache.length += idx.size(1)
-        return self.lm_head(x[:, -1])
-
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, greedy=False, stop_ids=None,
-                 use_cache=True):
-        """Append max_new_tokens to idx (B, T). greedy (or temperature 0) takes the argmax, else samples
-        from softmax(logits / temperature) restricted to the top_k. A row that has produced one of
-        stop_ids repeats that token from then on; generation ends early once every row has stopped.
-        use_cache=False recomputes the whole (cropped) window each step, as nanoGPT does."""
-        block_size, cache = self.config.block_size, None
-        stop_ids = torch.as_tensor(list(stop_ids or []), dtype=idx.dtype, device=idx.device)
-        stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
-            if not use_cache:
-                logits = self.lm_head(self._final_hidden(idx[:, -block_size:])[:, -1])
-            else:
-                if cache is None or idx.size(1) > block_size:  # (re)start on the cropped window
-                    cache = KVCache(block_size)
-                logits = self.step(idx[:, -block_size:][:, cache.length:], cache)
-            if greedy or temperature == 0:
-                idx_next = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                    logits[logits < v[:, [-1]]] = -float('inf')
-                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
-            idx_next = torch.where(stopped[:, None], idx[:, -1:], idx_next)
-            idx = torch.cat((idx, idx_next), dim=1)
-            stopped |= torch.isin(idx_next[:, 0], stop_ids)
-            if stopped.all():
-                break
-        return idx
-
-
-class _ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """mean_i CE(x_i E^T, y_i) over y_i != -1, by chunks of rows so that only (chunk, V) logits exist
-    at a time. The gradients are formed in the same pass (dlogits = softmax - onehot, / n) and kept,
-    (N, d) + (V, d), instead of the (N, V) logits: backward only scales them, so no matmul is redone."""
-
-    @staticmethod
-    def forward(ctx, x, E, y, need_grad):
-        N, V = x.size(0), E.size(0)
-        valid = y != -1
-        n = valid.sum().clamp(min=1)
-        acc = torch.promote_types(x.dtype, torch.float32)  # the softmax in fp32 at least
-        loss = x.new_zeros((), dtype=acc)
-        dx = torch.empty_like(x) if need_grad else None
-        dE = torch.zeros_like(E, dtype=acc) if need_grad else None
-        Ex = E.to(x.dtype)  # under autocast x may be half precision while E stays fp32
-        rows = max(1, 2 ** 23 // V)  # 32 MB of fp32 logits per chunk
-        for r0 in range(0, N, rows):
-            xc, yc, vc = x[r0:r0 + rows], y[r0:r0 + rows], valid[r0:r0 + rows]
-            logits = (xc @ Ex.t()).to(acc)
-            lse = torch.logsumexp(logits, dim=-1)
-            target = logits.gather(1, yc.clamp(min=0)[:, None])[:, 0]
-            loss += ((lse - target) * vc).sum()
-            if need_grad:
-                g = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                g.scatter_add_(1, yc.clamp(min=0)[:, None], -torch.ones_like(g[:, :1]))
-                g.mul_((vc.to(acc) / n)[:, None])
-                dx[r0:r0 + rows] = g.to(x.dtype) @ Ex
-                dE.addmm_(g.t(), xc.to(acc))  # accumulated over chunks in fp32 (a no-op cast in fp32)
-        if need_grad:
-            ctx.save_for_backward(dx, dE.to(E.dtype))
-        return loss / n
-
-    @staticmethod
-    def backward(ctx, dloss):
-        dx, dE = ctx.saved_tensors
-        return dx * dloss, dE * dloss, None, None
-
-
-class StandardTransformerLM(_LanguageModel):
-    """GPT-2 with a tied LM head on ln_f(h): the Backpack's contextual network used directly.
-    config.n_senses and config.dedup_senses are accepted for config parity and unused."""
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._init_weights()
-
-    def _final_hidden(self, idx, cache=None):
-        return self.transformer(idx, cache)
-
-    def hidden_states(self, idx):
-        """Per-position representations (e.g. for sentence vectors): ln_f(h) (B, T, d)."""
-        return {'hidden': self.transformer(idx)}
-
-    def _own_param_counts(self):
-        return {}
-
-
-class BackpackLM(_LanguageModel):
-
-    def __init__(self, config):
-        super().__init__(config)
-        assert config.n_embd % config.n_senses == 0, "n_embd must split into n_senses query/key heads"
-        self.sense_network = SenseNetwork(config)
-        # weight head: per sense l, a query and a key of size d/k (always with a bias, as backpack-gpt2)
-        self.sense_weight_net = nn.Linear(config.n_embd, 2 * config.n_embd, bias=True)
-        self._sense_table = None  # see cache_senses()
-        self._init_weights()
-
-    def _own_param_counts(self):
-        return {'sense_network': sum(p.numel() for p in self.sense_network.parameters()),
-                'weight_head': sum(p.numel() for p in self.sense_weight_net.parameters())}
-
-    # --- the three pieces: senses, contextualization weights, mixture
-
-    def _values(self, idx):
-        """C(x_j) for every position: (B, k, T, d), sense-major so each sense is one attention head."""
-        if self._sense_table is not None and not self.training and not torch.is_grad_enabled() \
-                and self._sense_table_key == self._sense_state():
-            return _gather_senses(self._sense_table, idx)
-        if not self.config.dedup_senses:
-            return self.sense_network(self.transformer.wte(idx)).transpose(1, 2).contiguous()
-        tokens, where = torch.unique(idx, return_inverse=True)
-        return _gather_senses(self.sense_network(self.transformer.wte(tokens)).transpose(0, 1), where)
-
-    def cache_senses(self, enable=True):
-        """For inference: a table of C(x) for the whole vocabulary (V*k*d floats), computed now in eval
-        mode, then looked up instead of running the sense network whenever the model is in eval mode
-        and records no gradient. It is ignored once E or the sense network change (an optimizer step,
-        load_state_dict, .to()); cache_senses(False) frees it."""
-        self._sense_table = None
-        if enable:
-            was_training = self.training
-            self.eval()
-            with torch.no_grad():
-                ids = torch.arange(self.config.vocab_size, device=self.transformer.wte.weight.device)
-                self._sense_table = self.sense_vectors(ids).transpose(0, 1).contiguous()  # (k, V, d)
-            self.train(was_training)
-            self._sense_table_key = self._sense_state()
-
-    def _sense_state(self):
-        # a parameter's _version counts its in-place updates; data_ptr changes when it is replaced
-        return [(p.data_ptr(), p._version) for p in (self.transformer.wte.weight, *self.sense_network.parameters())]
-
-    def _queries_keys(self, h):
-        """The weight head on ln_f(h): q, k (B, k, T, d/k), q already scaled by 1/sqrt(d/k)."""
-        B, T, d = h.shape
-        S = self.config.n_senses
-        q, k = self.sense_weight_net(h).view(B, T, 2, S, d // S).permute(2, 0, 3, 1, 4).unbind(0)
-        return q * (S / d) ** 0.5, k
-
-    def _final_hidden(self, idx, cache=None, alpha=None, senses=None):
-        v = self._values(idx) if senses is None else senses.transpose(1, 2)
-        if alpha is not None:  # the explicit path: o_i = sum_l sum_j alpha_lij C(x_j)_l
-            return torch.matmul(alpha, v).sum(1)
-        q, k = self._queries_keys(self.transformer(idx, cache))
-        if cache is not None:
-            k, v = cache.append('sense_keys', k), cache.append('senses', v)
-        if q.size(2) == k.size(2):
-            return causal_sense_mixing(q, k, v)
-        # one new token against the cache: alpha is (B, k, 1, T), small, and no position is masked
-        return F.scaled_dot_product_attention(q, k, v, scale=1.0).sum(1)
-
-    # --- analysis
-
-    def contextualization(self, idx):
-        """alpha (B, k, T, T), materialised: alpha[b, l, i, j] = weight of sense l of token j at i."""
-        q, k = self._queries_keys(self.transformer(idx))
-        T = idx.size(1)
-        future = torch.ones(T, T, dtype=torch.bool, device=idx.device).triu(1)
-        return torch.softmax((q @ k.transpose(-1, -2)).masked_fill(future, float('-inf')), dim=-1)
-
-    def hidden_states(self, idx):
-        """Per-position representations: the contextual transformer's ln_f(h) and the Backpack's o."""
-        h = self.transformer(idx)
-        q, k = self._queries_keys(h)
-        return {'hidden': h, 'o': causal_sense_mixing(q, k, self._values(idx))}
-
-    def sense_vectors(self, token_ids, chunk=4096):
-        """C(x) (n, k, d) for a 1-D tensor of token ids, `chunk` tokens at a time (the whole
-        vocabulary fits: the sense network's (n, 4d) intermediates never exist for all n at once)."""
-        E = self.transformer.wte
-        return torch.cat([self.sense_network(E(ids)) for ids in token_ids.split(chunk)])
-
-    def sense_logits(self, token_ids):
-        """E C(x)_l (n, k, V): the next-token logits each sense pushes up (Hewitt et al., sec. 5)."""
-        return self.sense_vectors(token_ids) @ self.lm_head.weight.t()
+@torch.no_grad()
+def _generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, greedy=False, stop_ids=None,
+              use_cache=True):
+    """model.generate: append max_new_tokens to idx (B, T). greedy (or temperature 0) takes the argmax,
+    else samples from softmax(logits / temperature) restricted to the top_k; only the n_tokens token
+    ids are candidates. A row that has produced one of stop_ids repeats that token from then on;
+    generation ends early once every row has stopped. use_cache=False recomputes the whole (cropped)
+    window each step, as nanoGPT does, a Backpack's senses included (no KV cache, no sense table)."""
+    block_size, cache = model.config.block_size, None
+    stop_ids = torch.as_tensor(list(stop_ids or []), dtype=idx.dtype, device=idx.device)
+    stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    for _ in range(max_new_tokens):
+        if not use_cache:  # nothing kept from one step to the next, a Backpack's sense table included
+            x = model._final_hidden(idx[:, -block_size:], sense_table=False)
+            logits = model._next_token_logits(x[:, -1])
+        else:
+            if cache is None or idx.size(1) > block_size:  # (re)start on the cropped window
+                cache = KVCache(block_size)
+            logits = model.step(idx[:, -block_size:][:, cache.length:], cache)
+        if greedy or temperature == 0:
+            idx_next = logits.argmax(dim=-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float('inf')
+            idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+        idx_next = torch.where(stopped[:, None], idx[:, -1:], idx_next)
+        idx = torch.cat((idx, idx_next), dim=1)
+        stopped |= torch.isin(idx_next[:, 0], stop_ids)
+        if stopped.all():
+            break
+    return idx
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 Speed and memory of model.py at the seed's scratch shape (6 layers, 6 heads, d 384, k 16, vocab 32k):
 one training step (forward + backward + AdamW step) of the Backpack and of the Transformer with the
 same contextual net, for T = 128, 512, 1024 at a fixed number of tokens per batch; the Backpack's
-fast path against its explicit-alpha path, without per-batch sense dedup, and against the plain path
-(per-position senses, explicit alpha, full B*T*V logits); cached against uncached generation; and the
-seed configuration's parameter counts for each tokenizer option.
+fast path against its explicit-alpha path, against the opt-in approximate sense dedup in training
+(sense_dropout_shared_per_batch) and against the plain path (per-position senses, explicit alpha,
+full B*T*V logits); cached against uncached generation; and the seed configuration's parameter counts
+for each tokenizer option. Each measured variant prints a line (stderr) as soon as it is measured.
 
     python experiments/bench.py                     # CPU (and CUDA too when present)
+    python experiments/bench.py --quick             # every part, smaller: ~1 minute on 2 quiet cores
     python experiments/bench.py --device cuda --dtype bfloat16 --compile
 
 Tokens are drawn from a Zipf(1.1) law over the vocabulary: per 4096 tokens it gives as many distinct
@@ -21,33 +23,29 @@ then --iters rounds time one step of every variant in turn, so that a drift in t
 import argparse
 import ctypes
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-# On a shared machine libgomp's default spin-waiting makes every parallel op cost ~8 ms while another
-# job holds a core (a 288x384 LayerNorm: 7.7 ms instead of 0.07 ms), which swamps the comparison;
-# sleeping workers avoid that (on a quiet machine spinning is faster, ~25% on the tiny config).
-# A value set in the environment (e.g. OMP_WAIT_POLICY=ACTIVE) is kept. Read when torch loads.
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import system  # noqa: E402  (before torch: OMP_WAIT_POLICY, kept when set in the environment)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from model import BackpackLM, ModelConfig, StandardTransformerLM  # noqa: E402
 
 SEED_SHAPE = dict(n_layer=6, n_head=6, n_embd=384, n_senses=16, dropout=0.1, bias=False)
-VARIANTS = {  # name: (model class, dedup_senses, explicit alpha, full logits)
-    'transformer': (StandardTransformerLM, True, False, False),
-    'backpack': (BackpackLM, True, False, False),
-    'backpack explicit-alpha': (BackpackLM, True, True, False),
-    'backpack no-dedup': (BackpackLM, False, False, False),
-    'backpack plain': (BackpackLM, False, True, True),
+VARIANTS = {  # name: (model class, config changes, explicit alpha, full logits)
+    'transformer': (StandardTransformerLM, {}, False, False),
+    'backpack': (BackpackLM, {}, False, False),
+    'backpack explicit-alpha': (BackpackLM, {}, True, False),
+    'backpack shared-dropout': (BackpackLM, {'sense_dropout_shared_per_batch': True}, False, False),
+    'backpack plain': (BackpackLM, {'dedup_senses': False}, True, True),
 }
+# --quick: every part at a smaller size (the seed shape and vocabulary kept)
+QUICK = dict(seq_lens=[128], tokens=1024, iters=2, gen_tokens=64, gen_batches=[1])
 TOKENIZER_VOCABS = {'xlm-roberta (full, + <en> <fr>)': 250_004, 'gpt2 (backpack-gpt2 padded)': 50_264,
                     'bpe-32k': 32_000}
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
@@ -71,10 +69,10 @@ def batches(args, B, T, vocab_size):
 def make_step(args, variant, T, vocab_size):
     """A function doing one training step of a fresh model of this variant, and the MB that its
     weights and AdamW state hold between steps (3 fp32 copies of the parameters)."""
-    cls, dedup, explicit, full_logits = VARIANTS[variant]
+    cls, changes, explicit, full_logits = VARIANTS[variant]
     device, dtype = args.device, {'float32': torch.float32, 'bfloat16': torch.bfloat16}[args.dtype]
     torch.manual_seed(0)
-    model = cls(ModelConfig(block_size=T, vocab_size=vocab_size, dedup_senses=dedup, **SEED_SHAPE)).to(device)
+    model = cls(ModelConfig(block_size=T, vocab_size=vocab_size, **SEED_SHAPE, **changes)).to(device)
     optimizer = model.configure_optimizers(0.1, 3e-4, (0.9, 0.95), device)
     forward = torch.compile(model) if args.compile else model
     data = batches(args, args.tokens // T, T, vocab_size)
@@ -123,48 +121,60 @@ def train_grid(args, T):
     vocab_size = args.vocab_size
     if args.data_dir:
         vocab_size = json.loads((Path(args.data_dir) / 'meta.json').read_text())['vocab_size']
-    print(f"  T={T}: {len(VARIANTS)} variants, {args.iters + 2} steps each", file=sys.stderr)
+    progress(f"T={T}: {len(VARIANTS)} variants, {args.iters + 2} steps each")
     steps, static = {}, {}
     for v in VARIANTS:
         steps[v], static[v] = make_step(args, v, T, vocab_size)
     for step in steps.values():
         step()  # warm-up: allocates the gradients and optimizer state (and compiles)
-    peak = {v: peak_memory_mb(step, args.device) for v, step in steps.items()}
+    peak = {}
+    for v, step in steps.items():
+        peak[v] = peak_memory_mb(step, args.device)
+        progress(f"T={T} {v}: peak rise {peak[v]:.0f} MB")
     wall, cpu = {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
-    for _ in range(args.iters):
+    for r in range(args.iters):
         for v, step in steps.items():
             t0, c0 = time.perf_counter(), time.process_time()
             step()
             wall[v].append(time.perf_counter() - t0)
             cpu[v].append(time.process_time() - c0)
+        progress(f"T={T} round {r + 1}/{args.iters}: " + ", ".join(f"{v} {wall[v][-1]:.2f} s" for v in VARIANTS))
+    for v in VARIANTS:
+        progress(f"T={T} {v}: {statistics.median(wall[v]):.2f} s/step (median), peak rise {peak[v]:.0f} MB")
     ratios = [statistics.median(b / t for b, t in zip(clock['backpack'], clock['transformer'])) for clock in (wall, cpu)]
     return {v: {'time_s': statistics.median(wall[v]), 'peak_mb': peak[v], 'static_mb': static[v]}
             for v in VARIANTS}, ratios
 
 
 def generation(args):
-    """Seconds to generate 256 greedy tokens after a 32-token prompt with and without the KV cache, at
-    batch 1 (decoding is then bound by reading the weights once per token) and batch 8 (batched
-    translation); for the Backpack also with the whole-vocabulary sense table (cache_senses())."""
+    """Seconds to generate --gen_tokens greedy tokens after a --gen_prompt-token prompt with and without
+    the caches, at each of --gen_batches: batch 1 (decoding is then bound by reading the weights once
+    per token) and batch 8 (batched translation). Cached: the KV cache, and for the Backpack its sense
+    table (the sense network runs once per id new to it); uncached: every step recomputes the window,
+    senses included, as nanoGPT does."""
     rows = []
-    for name, cls, table, batch in (('BackpackLM', BackpackLM, False, 1),
-                                    ('BackpackLM + cache_senses()', BackpackLM, True, 1),
-                                    ('StandardTransformerLM', StandardTransformerLM, False, 1),
-                                    ('BackpackLM', BackpackLM, False, 8),
-                                    ('StandardTransformerLM', StandardTransformerLM, False, 8)):
-        torch.manual_seed(0)
-        model = cls(ModelConfig(block_size=512, vocab_size=args.vocab_size, **SEED_SHAPE)).to(args.device).eval()
-        if table:
-            model.cache_senses()
-        prompt = torch.randint(0, args.vocab_size, (batch, 32), device=args.device)
-        out, secs = {}, {}
-        for use_cache in (True, False):
-            t0 = time.perf_counter()
-            out[use_cache] = model.generate(prompt, 256, greedy=True, use_cache=use_cache)
-            secs[use_cache] = time.perf_counter() - t0
-        assert torch.equal(out[True], out[False]), "cached and uncached generation differ"
-        rows.append((name, batch, secs[True], secs[False]))
+    for batch in args.gen_batches:
+        for name, cls in (('BackpackLM', BackpackLM), ('StandardTransformerLM', StandardTransformerLM)):
+            torch.manual_seed(0)
+            model = cls(ModelConfig(block_size=512, vocab_size=args.vocab_size, **SEED_SHAPE)).to(args.device).eval()
+            prompt = torch.randint(0, args.vocab_size, (batch, args.gen_prompt), device=args.device)
+            model.generate(prompt, 2, greedy=True)  # warm-up (first-call allocations), untimed
+            if cls is BackpackLM:
+                model.clear_sense_table()  # timed runs start from an empty sense table
+            out, secs = {}, {}
+            for use_cache in (True, False):
+                t0 = time.perf_counter()
+                out[use_cache] = model.generate(prompt, args.gen_tokens, greedy=True, use_cache=use_cache)
+                secs[use_cache] = time.perf_counter() - t0
+            assert torch.equal(out[True], out[False]), "cached and uncached generation differ"
+            progress(f"generation {name} batch {batch}: cached {secs[True]:.2f} s, uncached {secs[False]:.2f} s, "
+                     f"{secs[False] / secs[True]:.1f}x")
+            rows.append((name, batch, secs[True], secs[False]))
     return rows
+
+
+def progress(line):
+    print(line, file=sys.stderr, flush=True)
 
 
 def param_counts():
@@ -190,18 +200,19 @@ def report(args, grid, gen_rows):
           f"over a step (activations, gradients, temporaries), to which the weights and AdamW state add "
           f"12 bytes per parameter.\n")
     print("| T | B | Transformer s | Backpack s | **Backpack / Transformer** wall, CPU | explicit-alpha s "
-          "| no-dedup s | plain s | Transformer MB | Backpack MB | explicit-alpha MB | plain MB "
+          "| shared-dropout s | plain s | Transformer MB | Backpack MB | explicit-alpha MB | plain MB "
           "| **Backpack / plain MB** rise, with weights + AdamW |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for T, (r, (wall_ratio, cpu_ratio)) in grid.items():
         print(f"| {T} | {args.tokens // T} | {r['transformer']['time_s']:.2f} | {r['backpack']['time_s']:.2f} "
               f"| **{wall_ratio:.2f}**, {cpu_ratio:.2f} | {r['backpack explicit-alpha']['time_s']:.2f} "
-              f"| {r['backpack no-dedup']['time_s']:.2f} | {r['backpack plain']['time_s']:.2f} "
+              f"| {r['backpack shared-dropout']['time_s']:.2f} | {r['backpack plain']['time_s']:.2f} "
               f"| {r['transformer']['peak_mb']:.0f} | {r['backpack']['peak_mb']:.0f} "
               f"| {r['backpack explicit-alpha']['peak_mb']:.0f} | {r['backpack plain']['peak_mb']:.0f} "
               f"| **{r['backpack']['peak_mb'] / r['backpack plain']['peak_mb']:.2f}**, "
               f"{total_mb(r['backpack']) / total_mb(r['backpack plain']):.2f} |")
-    print("\n| generation: 32-token prompt + 256 greedy tokens | batch | cached s | uncached s | speed-up |")
+    print(f"\n| generation: {args.gen_prompt}-token prompt + {args.gen_tokens} greedy tokens | batch | cached s "
+          f"| uncached s | speed-up |")
     print("|---|---|---|---|---|")
     for name, batch, cached, uncached in gen_rows:
         print(f"| {name} | {batch} | {cached:.2f} | {uncached:.2f} | **{uncached / cached:.1f}x** |")
@@ -213,12 +224,10 @@ def total_mb(result):
 
 
 def hardware(device):
+    m = system.machine(device)
     if device == 'cuda':
-        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
-                if line.startswith('model name')), platform.processor())
-    policy = os.environ.get('OMP_WAIT_POLICY', 'default')
-    return f"{cpu}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY {policy}, torch {torch.__version__}"
+        return f"{m['device']}, torch {m['torch']}"
+    return f"{m['cpu']}, {m['threads']} threads, OMP_WAIT_POLICY {m['omp_wait_policy']}, torch {m['torch']}"
 
 
 def main():
@@ -231,6 +240,14 @@ def main():
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--vocab_size', type=int, default=32_000)
     parser.add_argument('--data_dir', help="a prepared data dir: batches from its train.bin")
+    parser.add_argument('--gen_prompt', type=int, default=32, help="generation: prompt tokens")
+    parser.add_argument('--gen_tokens', type=int, default=256, help="generation: new tokens")
+    parser.add_argument('--gen_batches', type=int, nargs='+', default=[1, 8], help="generation: batch sizes")
+    parser.add_argument('--quick', action='store_true',
+                        help=f"every part at a smaller size, ~1 minute on 2 quiet cores: {QUICK} (options given "
+                             f"explicitly still win)")
+    if parser.parse_known_args()[0].quick:
+        parser.set_defaults(**QUICK)
     args = parser.parse_args()
 
     print("## parameters of the seed configuration (6 layers, 6 heads, d 384, k 16, block 512)\n")
@@ -238,6 +255,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for name, V, bp, tr in param_counts():
         print(f"| {name} | {V:,} | {bp['total']:,} | {bp['embedding']:,} | {bp['sense_network']:,} | {tr['total']:,} |")
+    sys.stdout.flush()
     devices = [args.device] if args.device else ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
     for device in devices:
         args.device = device

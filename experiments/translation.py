@@ -22,6 +22,8 @@ Decoding.
     a sentence is done once it has beam_size finished hypotheses and no live beam scores higher than
     the worst of them at its current length (exact for length_penalty 0, a heuristic otherwise). With the
     KV cache: each step feeds the last token of every live beam, the cache rows following their beams.
+Only token ids are candidates (model.step and the logits' first model.n_tokens columns), never the
+padding rows of an embedding larger than the tokenizer (backpack-gpt2's).
 The output is the decoded text of the generated tokens before the stop token, stripped of surrounding
 whitespace.
 
@@ -35,6 +37,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from errors import warn
 from experiments.eval_data import read_parallel
 from experiments.metrics import translation_scores
 from experiments.sentence import require_eval
@@ -66,7 +69,7 @@ def evaluate_translation_accuracy(model, tokenizer, device, src_path=None, tgt_p
     texts = {'en': en, 'fr': fr}
     results = {}
     for direction, (src, tgt) in zip(directions, pairs):
-        with tqdm(total=len(en), desc=f'translate {direction}', leave=False) as bar:
+        with tqdm(total=len(en), desc=f'translate {direction}', leave=False, disable=None) as bar:  # a terminal only
             hyps, n_truncated = translate(model, tokenizer, texts[src], device, src, tgt, greedy=True,
                                           beam_size=beam_size, batch_size=batch_size, progress=bar.update)
         copy = translation_scores(texts[src], texts[tgt])  # the source itself as the "translation"
@@ -131,6 +134,9 @@ def build_prompts(tokenizer, texts, src, tgt, block_size, max_new_tokens=None):
         wanted = 2 * len(ids) + 10 if max_new_tokens is None else max_new_tokens
         prompts.append(prompt)
         limits.append(min(wanted, block_size - len(prompt)))
+    if n_truncated:
+        warn(f"{n_truncated} of {len(texts)} {src} source(s) are longer than block_size // 2 - 2 = {max_src} tokens: "
+             f"only their first {max_src} tokens are translated")
     return prompts, limits, n_truncated
 
 
@@ -200,7 +206,7 @@ def beam_search(model, prompts, beam_size, max_new_tokens, stop_ids, length_pena
         else:
             generated = torch.tensor([ids for _, (_, ids, _) in beams], dtype=torch.long, device=prompts.device)
             logits, _ = model(torch.cat([prompts[[n for n, _ in beams]], generated], dim=1))
-            logits = logits[:, -1]
+            logits = logits[:, -1, :model.n_tokens]  # token ids only, as model.step gives: never a padding row
         total = F.log_softmax(logits.float(), dim=-1).cpu().double()
         total += torch.tensor([logp for _, (logp, _, _) in beams], dtype=torch.float64)[:, None]
         V, r = total.size(1), 0

@@ -1,7 +1,9 @@
 """Tests of model.py: the Backpack against an independent reference (transformers.GPT2Model for the
 contextual part, the sense network and the weight head written out from their equations) on a random
 checkpoint in backpack-gpt2's exact HF layout; the fused mixture against the explicit alpha; the chunked
-loss against the full logits; cached against uncached generation; shapes, counts, the loader's errors."""
+loss against the full logits; sense dedup and the inference sense table against per-position senses;
+ignored targets; padding rows; cached against uncached generation; shapes, counts, the loader's errors.
+The kernels themselves are tested in tests/test_kernels.py."""
 
 import json
 
@@ -9,9 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import model as model_module
 from conftest import write_random_backpack_gpt2
-from model import BackpackLM, ModelConfig, StandardTransformerLM, from_pretrained_backpack
+from model import BackpackLM, KVCache, ModelConfig, StandardTransformerLM, from_pretrained_backpack
 
 TINY = dict(block_size=24, vocab_size=97, n_layer=2, n_head=2, n_embd=32, n_senses=4, dropout=0.0)
 
@@ -142,14 +143,13 @@ def test_loader_offline_hub_name_says_how_to_pass_a_directory(monkeypatch):
 # the fast paths equal the plain ones
 
 @pytest.mark.parametrize("kernel", ["blocks", "sdpa"])
-def test_fused_mixture_equals_explicit_alpha(kernel, monkeypatch):
+def test_fused_mixture_equals_explicit_alpha(kernel):
     """Both training kernels (blocks: several query blocks, the last one partial; sdpa: what CUDA
-    uses), forward and backward, fp32."""
-    monkeypatch.setattr(model_module, "MIX_KERNEL", kernel)
+    uses), chosen by the config, forward and backward, fp32."""
     torch.manual_seed(0)
-    model = BackpackLM(ModelConfig(**dict(TINY, block_size=160, n_layer=1)))
+    model = BackpackLM(ModelConfig(**dict(TINY, block_size=160, n_layer=1, mix_kernel=kernel, mix_block=48)))
     idx, targets = torch.randint(0, 97, (2, 150)), torch.randint(0, 97, (2, 150))
-    assert 150 > 2 * model_module.MIX_BLOCK
+    assert 150 > 3 * model.config.mix_block
     fused_logits, fused_loss = model(idx, targets, return_logits=True)
     explicit_logits, explicit_loss = model(idx, targets, return_logits=True, alpha=model.contextualization(idx))
     assert rel_err(fused_logits, explicit_logits) <= 1e-5
@@ -157,19 +157,21 @@ def test_fused_mixture_equals_explicit_alpha(kernel, monkeypatch):
         assert rel_err(a, b) <= 1e-5
 
 
-def test_chunked_loss_equals_full_logits():
-    """Several row chunks (V large enough that a chunk is 119 rows), ignored targets, float64."""
-    torch.manual_seed(0)
-    N, d, V = 300, 8, 70_000
-    x = torch.randn(N, d, dtype=torch.float64, requires_grad=True)
-    E = torch.randn(V, d, dtype=torch.float64, requires_grad=True)
-    y = torch.randint(0, V, (N,))
-    y[::7] = -1
-    loss = model_module._ChunkedLinearCrossEntropy.apply(x, E, y, True)
-    reference = F.cross_entropy(x @ E.t(), y, ignore_index=-1)
-    assert rel_err(loss, reference) <= 1e-12
-    for a, b in zip(torch.autograd.grad(2 * loss, (x, E)), torch.autograd.grad(2 * reference, (x, E))):
-        assert rel_err(a, b) <= 1e-12
+def test_checkpoints_of_the_seed_layout_still_load():
+    """model_args saved before the config grew (no tokenizer_vocab_size, mix_kernel, ...) still build a
+    config, and the parameter names are the seed's (the weight head is still sense_weight_net.*)."""
+    seed_args = dict(block_size=24, vocab_size=97, n_layer=2, n_head=2, n_embd=32, n_senses=4, dropout=0.0,
+                     bias=False, sense_intermediate_scale=4, scale_attn_by_inverse_layer_idx=False, dedup_senses=True)
+    model = BackpackLM(ModelConfig(**seed_args))
+    assert model.n_tokens == 97 and model.config.mix_kernel == 'auto'
+    assert {'sense_weight_net.weight', 'sense_weight_net.bias', 'lm_head.weight'} <= set(model.state_dict())
+
+
+def test_config_rejects_unknown_kernel_and_bad_token_count():
+    with pytest.raises(ValueError, match='mix_kernel'):
+        ModelConfig(mix_kernel='flash')
+    with pytest.raises(ValueError, match='tokenizer_vocab_size'):
+        ModelConfig(vocab_size=10, tokenizer_vocab_size=11)
 
 
 @pytest.mark.parametrize('cls', [BackpackLM, StandardTransformerLM])
@@ -186,35 +188,167 @@ def test_loss_without_logits_equals_loss_with_logits(cls):
         assert rel_err(a, b) <= 1e-5
 
 
-def test_sense_dedup_and_vocabulary_table_are_exact():
+@pytest.mark.parametrize('return_logits', [False, True])
+def test_loss_ignores_minus_1_and_minus_100_and_refuses_other_negatives(return_logits):
+    """-1 (nanoGPT) and -100 (Hugging Face) are ignored on the chunked path and on the full-logits
+    path; any other negative target is an error, not a class."""
     torch.manual_seed(0)
     model = BackpackLM(ModelConfig(**TINY))
-    plain = BackpackLM(ModelConfig(**dict(TINY, dedup_senses=False)))
+    idx, targets = torch.randint(0, 97, (2, 12)), torch.randint(0, 97, (2, 12))
+    targets[0, :3], targets[1, 5:9] = -1, -100
+    _, loss = model(idx, targets, return_logits=return_logits)
+    logits, _ = model(idx, return_logits=True)
+    keep = targets >= 0
+    assert rel_err(loss, F.cross_entropy(logits[keep], targets[keep])) <= 1e-6
+    targets[1, 0] = -5
+    with pytest.raises(ValueError, match='targets must be token ids >= 0, or -1 / -100.*got -5'):
+        model(idx, targets, return_logits=return_logits)
+
+
+def test_training_with_dropout_draws_a_dropout_mask_per_occurrence():
+    """The default config trains as backpack-gpt2 does: with dropout, every occurrence of a token
+    gets its own sense network dropout masks (with or without autograd), so a token repeated in the
+    batch gets different sense vectors. Only the opt-in sense_dropout_shared_per_batch shares one
+    mask per distinct token; in eval there is no mask."""
+    T = 6
+    idx = torch.full((2, T), 7)  # one token, 12 occurrences
+    alpha = torch.eye(T).expand(2, 4, T, T)  # o_i = sum_l C(x_i)_l: each position shows its own senses
+
+    def distinct_rows(model):
+        logits, _ = model(idx, alpha=alpha, return_logits=True)
+        rows = logits.reshape(2 * T, -1)
+        return len({tuple(r.tolist()) for r in rows})
+
+    torch.manual_seed(0)
+    model = BackpackLM(ModelConfig(**dict(TINY, dropout=0.5))).train()
+    assert model.config.dedup_senses and not model.config.sense_dropout_shared_per_batch
+    assert distinct_rows(model) == 2 * T
+    with torch.no_grad():
+        assert distinct_rows(model) == 2 * T
+    shared = BackpackLM(ModelConfig(**dict(TINY, dropout=0.5, sense_dropout_shared_per_batch=True))).train()
+    assert distinct_rows(shared) == 1
+    assert distinct_rows(model.eval()) == 1
+
+
+def test_default_training_step_is_the_per_position_one():
+    """With dropout, the default (dedup_senses=True) draws exactly the masks of the per-position
+    sense network (dedup_senses=False): same seed, same loss and gradients, bit for bit."""
+    torch.manual_seed(0)
+    model = BackpackLM(ModelConfig(**dict(TINY, dropout=0.3)))
+    plain = BackpackLM(ModelConfig(**dict(TINY, dropout=0.3, dedup_senses=False)))
     plain.load_state_dict(model.state_dict())
     idx, targets = torch.randint(0, 10, (3, 20)), torch.randint(0, 97, (3, 20))  # many repeated tokens
-    assert rel_err(model(idx, targets)[1], plain(idx, targets)[1]) <= 1e-6
-    for a, b in zip(grads(model, model(idx, targets)[1]), grads(plain, plain(idx, targets)[1])):
-        assert rel_err(a, b) <= 1e-5
-    model.eval()
+    torch.manual_seed(1)
+    loss = model(idx, targets)[1]
+    torch.manual_seed(1)
+    plain_loss = plain(idx, targets)[1]
+    assert torch.equal(loss, plain_loss)
+    for a, b in zip(grads(model, loss), grads(plain, plain_loss)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('dropout, mode, grad', [(0.0, 'train', True), (0.3, 'eval', True), (0.3, 'eval', False)])
+def test_sense_dedup_is_exact_where_it_is_used(dropout, mode, grad):
+    """Where the sense network runs once per distinct token (dropout 0, eval mode; eval without
+    autograd through the sense table), it computes what running it per position computes."""
+    torch.manual_seed(0)
+    model = BackpackLM(ModelConfig(**dict(TINY, dropout=dropout))).train(mode == 'train')
+    plain = BackpackLM(ModelConfig(**dict(TINY, dropout=dropout, dedup_senses=False))).train(mode == 'train')
+    plain.load_state_dict(model.state_dict())
+    idx, targets = torch.randint(0, 10, (3, 20)), torch.randint(0, 97, (3, 20))  # many repeated tokens
     runs = []
-    model.sense_network.register_forward_hook(lambda *args: runs.append(1))
-    with torch.no_grad():
-        before = model(idx, return_logits=True)[0]
-        model.cache_senses()
+    model.sense_network.register_forward_hook(lambda module, args, out: runs.append(out.shape[:-2].numel()))
+    with torch.set_grad_enabled(grad):
+        loss, plain_loss = model(idx, targets)[1], plain(idx, targets)[1]
+    assert runs == [len(idx.unique())]  # once per distinct token
+    assert rel_err(loss, plain_loss) <= 1e-6
+    if grad:
+        for a, b in zip(grads(model, loss), grads(plain, plain_loss)):
+            assert rel_err(a, b) <= 1e-5
+
+
+def test_inference_sense_table_runs_the_sense_network_once_per_id_until_weights_change():
+    torch.manual_seed(0)
+    model = BackpackLM(ModelConfig(**TINY)).eval()
+    plain = BackpackLM(ModelConfig(**dict(TINY, dedup_senses=False))).eval()
+    runs = []
+    model.sense_network.register_forward_hook(lambda module, args, out: runs.append(out.shape[:-2].numel()))
+
+    def logits(m, idx):
+        with torch.no_grad():
+            plain.load_state_dict(model.state_dict())
+            return m(idx, return_logits=True)[0]
+
+    a, b = torch.tensor([[1, 2, 3, 2]]), torch.tensor([[3, 4, 1, 5, 4]])
+    for idx, new_ids in ((a, 3), (a, 0), (b, 2)):
         runs.clear()
-        assert rel_err(model(idx, return_logits=True)[0], before) <= 1e-6
-        assert not runs  # looked up in the table
+        assert rel_err(logits(model, idx), logits(plain, idx)) <= 1e-6
+        assert sum(runs) == new_ids  # only ids new to the table run through the sense network
+    generated = model.generate(torch.tensor([[1, 2]]), 30, greedy=True)
+    assert torch.equal(generated, plain.generate(torch.tensor([[1, 2]]), 30, greedy=True))
     model.train()
-    model(idx, targets)[1].backward()
+    assert model._sense_table is None  # freed while training (an optimizer step would make it stale)
+    model(b, torch.zeros_like(b))[1].backward()
     torch.optim.SGD(model.parameters(), lr=1.0).step()
     model.eval()
     runs.clear()
-    with torch.no_grad():  # the table is now stale and must be ignored
-        after = model(idx, return_logits=True)[0]
-        assert runs
-        model.cache_senses(False)
-        assert torch.equal(model(idx, return_logits=True)[0], after)
-    assert not torch.equal(after, before)
+    assert rel_err(logits(model, b), logits(plain, b)) <= 1e-6  # a stale table is never read
+    assert sum(runs) == 4
+    runs.clear()
+    with torch.autocast('cpu', dtype=torch.bfloat16), torch.no_grad():
+        model(b)  # senses computed under autocast are not mixed with the fp32 ones
+    assert sum(runs) == 4
+    model.clear_sense_table()
+    runs.clear()
+    logits(model, b)
+    assert sum(runs) == 4
+
+
+# ----------------------------------------------------------------------------------------------------
+# padding rows: embedding rows that are no token id (backpack-gpt2's 50,264 rows, 50,259 ids)
+
+def padded(cls, n_tokens=90):
+    """A model whose padding rows (n_tokens..96) win every argmax of the full distribution: the
+    last hidden state (ln_f(h), or o) is made the constant u, and the padding rows of E are 50 u/|u|^2
+    (logit 50, the token rows' logits stay near 0)."""
+    torch.manual_seed(0)
+    model = cls(ModelConfig(**dict(TINY, bias=True, tokenizer_vocab_size=n_tokens))).eval()
+    u = torch.randn(32)
+    with torch.no_grad():
+        if cls is BackpackLM:  # C(x)_l = u / k for every token and sense, so o = sum_l u / k = u
+            model.sense_network.final_mlp.c_proj.weight.zero_()
+            model.sense_network.final_mlp.c_proj.bias.copy_((u / 4).repeat(4))
+        else:
+            model.transformer.ln_f.weight.zero_()
+            model.transformer.ln_f.bias.copy_(u)
+        model.transformer.wte.weight[n_tokens:] = 50 * u / u.dot(u)
+    return model
+
+
+@pytest.mark.parametrize('cls', [BackpackLM, StandardTransformerLM])
+def test_padding_rows_are_never_generated(cls):
+    model = padded(cls)
+    assert model.n_tokens == 90 and cls(ModelConfig(**TINY)).n_tokens == 97
+    prompt = torch.randint(0, 90, (3, 5))
+    with torch.no_grad():
+        full = model(prompt)[0]
+    assert (full.argmax(-1) >= 90).all()  # the full distribution (forward) does favour padding
+    assert model.step(prompt, KVCache(24)).shape == (3, 90)
+    torch.manual_seed(0)
+    for kwargs in (dict(greedy=True), dict(greedy=True, use_cache=False), dict(temperature=1.0),
+                   dict(temperature=2.0, top_k=5), dict(temperature=2.0, use_cache=False)):
+        out = model.generate(prompt, 30, **kwargs)  # 30 > block_size - 5: the cache restarts too
+        assert out.shape == (3, 35) and (out < 90).all(), kwargs
+
+
+def test_padding_rows_are_left_out_of_embeddings_and_sense_logits():
+    model = padded(BackpackLM)
+    assert model.input_embeddings().shape == (90, 32)
+    assert torch.equal(model.input_embeddings(), model.transformer.wte.weight[:90])
+    ids = torch.tensor([0, 5, 89])
+    assert model.sense_logits(ids).shape == (3, 4, 90)
+    with torch.no_grad():
+        assert model(ids[None], return_logits=True)[0].shape == (1, 3, 97)  # forward keeps every row
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -227,7 +361,7 @@ def test_cached_generation_equals_uncached(cls):
     model = cls(ModelConfig(**TINY)).eval()
     prompt = torch.randint(0, 97, (3, 5))
     graphs = []  # generation records no autograd graph, cached or not
-    model.lm_head.register_forward_hook(lambda module, args, out: graphs.append(out.requires_grad))
+    model.transformer.register_forward_hook(lambda module, args, out: graphs.append(out.requires_grad))
     cached = model.generate(prompt, 40, greedy=True)
     uncached = model.generate(prompt, 40, greedy=True, use_cache=False)
     assert cached.shape == (3, 45) and torch.equal(cached[:, :5], prompt)

@@ -40,8 +40,21 @@ class BigramLM(StandardTransformerLM):
             self.lm_head.weight.copy_(logp.t())  # logits = onehot(prev) @ W^T, W[v, prev] = log p(v | prev)
         self.eval()
 
-    def _final_hidden(self, idx, cache=None):
+    def _final_hidden(self, idx, cache=None, sense_table=True):
         return F.one_hot(idx, 8).float()
+
+
+class PaddedBigramLM(BigramLM):
+    """The bigram model with one more embedding row that is no token (as backpack-gpt2's padding):
+    its logit, 5, beats every log-probability, so the full distribution always prefers it."""
+
+    def __init__(self):
+        super().__init__()
+        logp = self.lm_head.weight.detach().t()
+        self.config = ModelConfig(block_size=16, vocab_size=9, tokenizer_vocab_size=8, n_layer=1, n_head=1,
+                                  n_embd=8, dropout=0.0)
+        E = torch.cat([logp.t(), torch.full((1, 8), 5.0)])
+        self.lm_head.weight = self.transformer.wte.weight = torch.nn.Parameter(E)
 
 
 class LetterTokenizer:
@@ -81,6 +94,17 @@ def test_greedy_stops_at_a_tag_and_beam_search_finds_the_better_hypothesis():
     assert logprob(model, PROMPT, [B, EOS]) > logprob(model, PROMPT, greedy)
 
 
+def test_padding_rows_are_never_decoded():
+    """Greedy, sampling and beam search (cached and not) give what the unpadded model gives."""
+    model = PaddedBigramLM()
+    assert model(torch.tensor([PROMPT]))[0][0, -1].argmax() == 8  # forward keeps the padding row
+    assert generate_ids(model, [PROMPT], [10], {EOS, EN, FR}, 'cpu')[0] == [A, C, EN]
+    torch.manual_seed(0)
+    assert all(8 not in ids for ids in generate_ids(model, [PROMPT] * 50, [10] * 50, {EOS}, 'cpu', greedy=False))
+    for use_cache in (True, False):
+        assert beam_search(model, torch.tensor([PROMPT]), 3, 10, {EOS, EN, FR}, use_cache=use_cache)[0] == [B, EOS]
+
+
 def test_generate_translation_decodes_the_tokens_before_the_stop():
     model, tok = BigramLM(), LetterTokenizer()
     assert generate_translation(model, tok, 'x', 'cpu') == 'A C'
@@ -96,9 +120,11 @@ def test_generate_translation_decodes_the_tokens_before_the_stop():
         generate_translation(model, tok, 'x', 'cpu', greedy=False, beam_size=2)
 
 
-def test_prompt_lengths_fit_the_context():
+def test_prompt_lengths_fit_the_context(capsys):
     tok = LetterTokenizer()  # block_size 16: sources keep 16 // 2 - 2 = 6 tokens
     prompts, limits, n_truncated = build_prompts(tok, ['x', 'x ' * 6, 'x ' * 10], 'en', 'fr', 16)
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith('warning: 1 of 3 en source(s)') and '6 tokens' in warning[0]
     assert [len(p) for p in prompts] == [3, 8, 8]
     assert prompts[2] == [EN] + [X] * 6 + [FR]
     assert limits == [min(2 * 1 + 10, 13), 8, 8]  # 2 * source + 10, capped at block_size - prompt
