@@ -5,44 +5,118 @@ out_dir/ckpt.pt  the resume point: model, optimizer, scaler, iteration, RNG and 
 out_dir/best.pt  the weights with the best validation loss (what evaluation loads), plus what is
                  needed to rebuild the model and its tokenizer (model type and args, data meta).
 Both are plain dicts of tensors and Python primitives, so `torch.load(path, weights_only=True)`
-reads them, and both are written atomically (temp file + os.replace): an interrupted save never
-leaves a truncated checkpoint behind.
+reads them. Both, and training_log.json, are written atomically and durably (temp file, fsync,
+os.replace, fsync of the directory): a save interrupted at any moment, even by SIGKILL or a power
+loss, leaves the previous file whole. They get the mode of any new file (0666 less the umask).
 """
 import json
 import os
-import tempfile
+import random
+import secrets
 
+import numpy as np
 import torch
+import torch.distributed as dist
 
+from errors import MissingFileError, UserError
 from model import BackpackLM, ModelConfig, StandardTransformerLM
 
 MODEL_CLASSES = {'backpack': BackpackLM, 'transformer': StandardTransformerLM}
 
 
+# ----------------------------------------------------------------------------------------------------
+# writing
+
 def atomic_write(path, write):
-    """Call write(tmp_path), then move tmp_path onto path in one step."""
+    """Call write(f) on a new binary file beside `path`, make it durable, then move it onto `path`."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-    os.close(fd)
+    tmp = os.path.join(directory, f'.{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
     try:
-        write(tmp)
+        with open(tmp, 'xb') as f:  # a plain new file: mode 0666 & ~umask (mkstemp would give 0600)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the content is on disk before the name points to it
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # and so is the new name
+    finally:
+        os.close(fd)
 
 
 def save_checkpoint(obj, path):
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_json(obj, path):
-    def write(tmp):
-        with open(tmp, 'w') as f:
-            json.dump(obj, f, indent=1)
-    atomic_write(path, write)
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
+
+# ----------------------------------------------------------------------------------------------------
+# what train.py saves and restores besides the weights: every process's RNGs and the batch sampler
+
+def rng_state():
+    """This process's Python, numpy, torch (and CUDA) RNG states, as weights_only-loadable values."""
+    state = {'python': random.getstate(), 'torch': torch.get_rng_state()}
+    np_state = np.random.get_state()
+    state['numpy'] = (np_state[0], np_state[1].tolist()) + tuple(np_state[2:])
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state['python'])
+    torch.set_rng_state(state['torch'])
+    np_state = state['numpy']
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32)) + tuple(np_state[2:]))
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def gather_rng_states(sampler_state, world):
+    """[{'rng', 'sampler'}] of every rank, in rank order. A collective under DDP: every rank calls it."""
+    mine = {'rng': rng_state(), 'sampler': sampler_state}
+    if world == 1:
+        return [mine]
+    states = [None] * world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def resume_checkpoint(model, optimizer, scaler, rng, *, iter_num, best_val_loss, evaluated_at, training_log,
+                      config, model_type, model_args, meta):
+    """The dict ckpt.pt holds: everything --init_from resume needs to continue the run exactly."""
+    return {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
+            'rng': rng, 'iter_num': iter_num, 'best_val_loss': best_val_loss, 'evaluated_at': evaluated_at,
+            'training_log': training_log, 'config': config, 'model_type': model_type, 'model_args': model_args,
+            'meta': meta}
+
+
+def best_checkpoint(model, *, iter_num, val_loss, config, model_type, model_args, meta):
+    """The dict best.pt holds: the weights and what evaluation needs to rebuild the model."""
+    return {'model': model.state_dict(), 'iter_num': iter_num, 'val_loss': val_loss, 'config': config,
+            'model_type': model_type, 'model_args': model_args, 'meta': meta}
+
+
+def restore_training(ckpt, optimizer, scaler, sampler, rank):
+    """Load ckpt.pt's optimizer, scaler, this rank's RNGs and the sampler; returns the number of
+    processes that wrote it. The sampler draws every rank's batch, so rank 0's state serves all."""
+    optimizer.load_state_dict(ckpt['optimizer'])
+    scaler.load_state_dict(ckpt['scaler'])
+    states = ckpt['rng']
+    if rank < len(states):
+        set_rng_state(states[rank]['rng'])
+    sampler.load_state_dict(states[0]['sampler'])
+    return len(states)
+
+
+# ----------------------------------------------------------------------------------------------------
+# reading
 
 def checkpoint_path(out_dir):
     """best.pt if present, else ckpt.pt; one clear error when out_dir holds neither."""
@@ -50,7 +124,22 @@ def checkpoint_path(out_dir):
         path = os.path.join(out_dir, name)
         if os.path.isfile(path):
             return path
-    raise FileNotFoundError(f"no checkpoint in {out_dir!r} (expected best.pt or ckpt.pt written by train.py)")
+    raise MissingFileError(f"no checkpoint in {str(out_dir)!r} (expected best.pt or ckpt.pt written by train.py)")
+
+
+def read_checkpoint(path):
+    """torch.load(path, weights_only=True), with a one-line error naming a truncated or corrupt file."""
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # arbitrary bytes fail in many ways (KeyError, UnpicklingError, BadZipFile, ...)
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{path} is truncated or corrupt ({reason}); train again or use another "
+                        f"checkpoint") from None
+    if not isinstance(ckpt, dict) or not {'model', 'model_type', 'model_args', 'meta'} <= set(ckpt):
+        raise UserError(f"{path} is not a checkpoint written by train.py")
+    return ckpt
 
 
 def build_model(model_type, model_args):
@@ -59,10 +148,26 @@ def build_model(model_type, model_args):
     return MODEL_CLASSES[model_type](ModelConfig(**model_args))
 
 
+def model_from_checkpoint(ckpt):
+    """The model of a checkpoint dict, weights loaded (on the CPU, in train mode).
+
+    A model may have more embedding rows than its tokenizer has ids (backpack-gpt2 pads GPT-2's
+    50,257 + our tags to 50,264); ModelConfig.tokenizer_vocab_size says how many are real ids.
+    Checkpoints written before that field existed get it here, from the data meta they carry."""
+    args = dict(ckpt['model_args'])
+    if 'tokenizer_vocab_size' not in args:
+        n_ids = ckpt['meta']['vocab_size']
+        args['tokenizer_vocab_size'] = n_ids if n_ids < args['vocab_size'] else 0
+    ckpt['model_args'] = args
+    model = build_model(ckpt['model_type'], args)
+    model.load_state_dict(ckpt['model'])
+    return model
+
+
 def load_model(out_dir, device='cpu'):
     """(model in eval mode on `device`, checkpoint dict without the weights) from best.pt or ckpt.pt."""
-    ckpt = torch.load(checkpoint_path(out_dir), map_location='cpu', weights_only=True)
-    model = build_model(ckpt['model_type'], ckpt['model_args'])
-    model.load_state_dict(ckpt.pop('model'))
+    ckpt = read_checkpoint(checkpoint_path(out_dir))
+    model = model_from_checkpoint(ckpt)
+    ckpt.pop('model')
     ckpt.pop('optimizer', None)
     return model.to(device).eval(), ckpt

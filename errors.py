@@ -9,6 +9,7 @@ into that line. Anything else is a bug and keeps its traceback.
     if __name__ == '__main__':
         run_main(main)
 """
+import os
 import sys
 
 
@@ -22,9 +23,47 @@ class MissingFileError(UserError, FileNotFoundError):
 
 
 def run_main(main, *args, **kwargs):
-    """Call main(); a UserError becomes `error: <message>` on stderr and exit status 1."""
+    """Call main(); a UserError becomes `error: <message>` on stderr and exit status 1. Under torchrun
+    every process meets the same error: only rank 0 says it."""
     try:
         return main(*args, **kwargs)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get('RANK', '0') == '0':
+            print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+class DataError(UserError, ValueError):
+    """A user-supplied data or results file is malformed. Also a ValueError, so that callers'
+    `except ValueError` (and the readers' documented contract) keeps working."""
+
+
+def warn(message):
+    """A one-line warning on stderr: something was done that the user may not expect (a prompt
+    cropped to the context, a repeated greedy sample); the run goes on."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+DEVICE_HELP = "use auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(name):
+    """Check a --device value before any work: 'cpu', 'cuda', 'cuda:N' or 'mps', available in this
+    torch build, or 'auto' (cuda, else mps, else cpu). Returns the device name to use; anything else
+    is a UserError saying what to use."""
+    import torch  # here, so that importing errors stays free of torch
+    if name == 'auto':
+        return 'cuda' if torch.cuda.is_available() else ('mps' if torch.backends.mps.is_available() else 'cpu')
+    kind, _, index = str(name).partition(':')
+    if kind not in ('cpu', 'cuda', 'mps') or (index and not (kind == 'cuda' and index.isdigit())):
+        raise UserError(f"unknown --device {name!r}: {DEVICE_HELP}")
+    if kind == 'cuda':
+        if not torch.cuda.is_available():
+            build = 'a CPU-only torch build' if torch.version.cuda is None else 'no visible CUDA device'
+            raise UserError(f"--device {name} but this machine has {build} (torch {torch.__version__}): "
+                            "use --device cpu, or install a CUDA build of torch")
+        if index and int(index) >= torch.cuda.device_count():
+            raise UserError(f"--device {name} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if kind == 'mps' and not torch.backends.mps.is_available():
+        raise UserError("--device mps but MPS is not available on this machine: use --device cpu")
+    return name

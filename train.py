@@ -12,12 +12,14 @@ Resume an interrupted run (restores weights, optimizer, scaler, iteration, RNG a
 
 `python train.py --help` lists every key. Settings come from the defaults below, then config/*.py,
 then --key value (see configurator.py).
+
+The global batch of an iteration is gradient_accumulation_steps x batch_size sequences, whatever the
+number of processes: all ranks draw it from one sampler and rank r trains on its r-th slice, so N
+ranks with accumulation A/N compute what one process with accumulation A does (to fp32 rounding).
 """
+import system  # first: the OpenMP setting torch reads when it loads
 import os
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP: spinning threads starve
-                                                     # each other on small CPUs (8x slower at load 2)
 import math
-import random
 import shutil
 import signal
 import sys
@@ -30,8 +32,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import build_model, save_checkpoint, save_json
+from checkpoint import (best_checkpoint, build_model, gather_rng_states, model_from_checkpoint, read_checkpoint,
+                        restore_training, resume_checkpoint, rng_state, save_checkpoint, save_json, set_rng_state)
 from configurator import configure
+from errors import MissingFileError, UserError, resolve_device, run_main, warn
+from experiments.senses import PROBE_WORDS
 from model import ModelConfig, from_pretrained_backpack
 from tokenizer import load_tokenizer
 
@@ -44,9 +49,11 @@ out_dir = 'out'
 data_dir = 'europarl'        # data/<name> or a path to a directory made by data/europarl/prepare.py
 init_from = 'scratch'        # 'scratch' | 'resume' (out_dir/ckpt.pt) | 'backpack-small' (pretrained)
 pretrained_path = 'stanfordnlp/backpack-gpt2'  # for backpack-small: a local HF directory or the hub name
+overwrite = False            # let scratch/backpack-small replace the ckpt.pt/best.pt already in out_dir
 eval_interval = 500
 eval_iters = 200             # batches per split at each evaluation (train, val, val_en, val_fr)
-log_interval = 10
+log_interval = 10            # also how often DDP ranks sync their losses and stop flags
+always_save_checkpoint = True  # write ckpt.pt at every evaluation; False: only when val improves
 # model
 model_type = 'backpack'      # 'backpack' | 'transformer'
 block_size = 512
@@ -59,8 +66,8 @@ bias = False
 sense_intermediate_scale = 4
 scale_attn_by_inverse_layer_idx = False
 # optimizer: AdamW with linear warmup then cosine decay to min_lr
-batch_size = 32              # per process, per micro-step
-gradient_accumulation_steps = 1  # in total over all processes (split across DDP ranks)
+batch_size = 32              # sequences per micro-step (split across processes when accumulation cannot be)
+gradient_accumulation_steps = 1  # micro-steps per iteration in total over all processes
 max_iters = 50000
 learning_rate = 3e-4
 weight_decay = 1e-1
@@ -78,15 +85,21 @@ compile = False
 seed = 1337
 peak_flops = 0.0             # accelerator peak FLOP/s for MFU; 0 = look the GPU up in PEAK_FLOPS
 # training_log.json: top predicted tokens of each sense of these probe words (Backpack only)
-probe_words_en = ['bank', 'right', 'play', 'parliament']
-probe_words_fr = ['droit', 'livre', 'temps', 'parlement']
+probe_words_en = list(PROBE_WORDS['en'])
+probe_words_fr = list(PROBE_WORDS['fr'])
 probe_top_k = 5
 # -----------------------------------------------------------------------------
+CONFIG_KEYS = [k for k, v in globals().items() if not k.startswith('_') and k.islower()
+               and isinstance(v, (int, float, bool, str, list))]  # what ckpt.pt and the log record
 
 # what train.py copies from the data dir into out_dir (tokenizer.load_tokenizer(out_dir) and the
 # held-out evaluation then work from out_dir alone)
 EVAL_FILES = ('meta.json', 'tokenizer', 'vocab_map.npy', 'words.json', 'test.en', 'test.fr',
               'val_en.bin', 'val_fr.bin', 'test_en.bin', 'test_fr.bin')
+# model settings that a resumed (or pretrained) model keeps from its checkpoint whatever the command line says
+MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'n_senses', 'dropout', 'bias', 'sense_intermediate_scale',
+              'scale_attn_by_inverse_layer_idx')
+EVAL_PROGRESS_S = 5.0  # a slow evaluation prints a progress line this often
 
 # dense bf16/fp16 tensor-core peaks, FLOP/s, for the MFU estimate
 PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'A10G': 125e12, 'L4': 121e12,
@@ -103,8 +116,8 @@ def resolve_data_dir(name):
     for candidate in (name, os.path.join(REPO, 'data', name)):
         if os.path.isfile(os.path.join(candidate, 'meta.json')):
             return os.path.abspath(candidate)
-    sys.exit(f"error: no prepared data in {name!r} or data/{name} (no meta.json); "
-             f"run data/europarl/prepare.py --out_dir data/{name} first")
+    raise MissingFileError(f"no prepared data in {name!r} or data/{name} (no meta.json); "
+                           f"run data/europarl/prepare.py --out_dir data/{name} first")
 
 
 class Batches:
@@ -117,22 +130,52 @@ class Batches:
     def __init__(self, path, dtype, block_size, batch_size, seed):
         self.data = np.memmap(path, dtype=dtype, mode='r')
         if len(self.data) <= block_size + 1:
-            sys.exit(f"error: {path} holds {len(self.data)} tokens, fewer than block_size+2 = {block_size + 2}; "
-                     f"lower --block_size or prepare more data")
+            raise UserError(f"{path} holds {len(self.data)} tokens, fewer than block_size+2 = {block_size + 2}; "
+                            f"lower --block_size or prepare more data")
         self.block_size, self.batch_size = block_size, batch_size
         self.rng = np.random.default_rng(seed)
 
-    def sample(self, rng=None):
-        ix = (rng or self.rng).integers(0, len(self.data) - self.block_size - 1, size=self.batch_size)
-        chunks = np.stack([self.data[i:i + self.block_size + 1] for i in ix]).astype(np.int64)
-        chunks = torch.from_numpy(chunks)
+    def starts(self, n, rng=None):
+        """n random window starts."""
+        return (rng or self.rng).integers(0, len(self.data) - self.block_size - 1, size=n)
+
+    def windows(self, ix):
+        chunks = torch.from_numpy(np.stack([self.data[i:i + self.block_size + 1] for i in ix]).astype(np.int64))
         return chunks[:, :-1], chunks[:, 1:]
+
+    def sample(self, rng=None):
+        return self.windows(self.starts(self.batch_size, rng))
 
     def state_dict(self):
         return self.rng.bit_generator.state
 
     def load_state_dict(self, state):
         self.rng.bit_generator.state = state
+
+
+def split_batch(accumulation, batch, world):
+    """(micro-steps per process, sequences per micro-step, a note or None) that keep the global batch
+    of accumulation x batch sequences on `world` processes.
+
+    nanoGPT's rule when it applies: each process runs accumulation/world micro-steps of `batch`.
+    Otherwise each process gets accumulation*batch/world sequences, in the fewest micro-steps not
+    larger than `batch`; when even that does not divide, the global batch grows (said in the note)."""
+    if accumulation % world == 0:
+        return accumulation // world, batch, None
+    total = accumulation * batch
+    if total % world == 0:
+        per_process = total // world
+        accum = math.ceil(per_process / batch)
+        while per_process % accum:
+            accum += 1
+        micro = per_process // accum
+        return accum, micro, (f"gradient_accumulation_steps={accumulation} does not split over {world} processes: "
+                              f"each runs {accum} micro-step(s) of {micro} sequences, keeping the global batch "
+                              f"of {total} sequences")
+    accum = math.ceil(accumulation / world)
+    return accum, batch, (f"gradient_accumulation_steps={accumulation} x batch_size={batch} does not split over "
+                          f"{world} processes: each runs {accum} micro-step(s) of {batch} sequences, so the "
+                          f"global batch grows from {total} to {world * accum * batch} sequences")
 
 
 def get_lr(it):
@@ -164,137 +207,203 @@ def flops_per_token(model_type, cfg, T):
     return flops
 
 
-def rng_state():
-    state = {'python': random.getstate(), 'torch': torch.get_rng_state()}
-    np_state = np.random.get_state()
-    state['numpy'] = (np_state[0], np_state[1].tolist()) + tuple(np_state[2:])
-    if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
+_stop_requested = False  # set by SIGTERM/SIGINT: the run stops at the next safe point and saves ckpt.pt
 
 
-def set_rng_state(state):
-    random.setstate(state['python'])
-    torch.set_rng_state(state['torch'])
-    np_state = state['numpy']
-    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32)) + tuple(np_state[2:]))
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+def request_stop(signum, frame):
+    global _stop_requested
+    _stop_requested = True
+    signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
+
+
+@torch.no_grad()
+def estimate_loss(model, sources, dev, autocast, label):
+    """Mean loss of each source on eval_iters fixed batches (the same windows at every evaluation),
+    or None when a stop signal arrives meanwhile. A slow evaluation says how far it is."""
+    model.eval()
+    out, total, done = {}, len(sources) * eval_iters, 0
+    t0 = shown = time.time()
+    for i, (name, source) in enumerate(sources.items()):
+        rng = np.random.default_rng(seed + 1000 * i)
+        losses = torch.zeros(eval_iters)
+        for k in range(eval_iters):
+            if _stop_requested:
+                model.train()
+                return None
+            X, Y = source.sample(rng)
+            with autocast:
+                _, loss = model(X.to(dev), Y.to(dev))
+            losses[k] = loss.item()
+            done += 1
+            if time.time() - shown >= EVAL_PROGRESS_S:
+                shown, spent = time.time(), time.time() - t0
+                print(f"{label}: {name} batch {k + 1}/{eval_iters} ({done}/{total} batches in {spent:.0f} s, "
+                      f"about {spent * (total - done) / done:.0f} s left; --eval_iters sets the size)", flush=True)
+        out[name] = losses.mean().item()
+    model.train()
+    return out
+
+
+@torch.no_grad()
+def probe_senses(model, tokenizer, dev):
+    """Top tokens pushed up by each sense of each probe word, in the probe's language.
+
+    A word split into several pieces uses the mean of its pieces' sense vectors (Hewitt et al.)."""
+    result = {}
+    for lang, words in (('en', probe_words_en), ('fr', probe_words_fr)):
+        mask = torch.from_numpy(tokenizer.language_mask(lang)).to(dev)
+        for word in words:
+            ids = tokenizer.encode_word(word)
+            logits = model.sense_logits(torch.tensor(ids, device=dev)).float().mean(0)  # (k, V)
+            logits = logits[:, :len(mask)].masked_fill(~mask, float('-inf'))
+            top = logits.topk(probe_top_k, dim=-1).indices.tolist()
+            result[f'{lang}:{word}'] = [[tokenizer.token_str(t) for t in sense] for sense in top]
+    return result
+
+
+def record_losses(log, pending, world, dev, iter_num, ckpt_path):
+    """Move the per-iteration losses of `pending` (averaged over ranks) to the log; returns whether
+    any rank was asked to stop. The training loop's only host sync, and under DDP its only extra
+    collective: one all-reduce of the losses with the stop flag appended (a sum > 0 when any rank's is)."""
+    values = torch.stack([*pending, torch.tensor(float(_stop_requested), device=dev)])
+    pending.clear()
+    if world > 1:
+        dist.all_reduce(values)  # SUM: gloo has no AVG
+        values /= world
+    *losses, stop = values.tolist()
+    for i, v in enumerate(losses):
+        if not math.isfinite(v):
+            raise UserError(f"training loss is {v} at iter {iter_num - len(losses) + i + 1}; stopping without "
+                            f"saving. The last good checkpoint ({ckpt_path}) is left intact; lower "
+                            f"--learning_rate or set --grad_clip")
+    log['train_loss'].extend(losses)
+    return stop > 0
+
+
+def save_resume_point(path, reason, model, optimizer, scaler, sampler, world, **state):
+    """Write ckpt.pt (rank 0) with every rank's RNG states: a collective, so every rank calls it."""
+    rng = gather_rng_states(sampler.state_dict(), world)
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return
+    save_checkpoint(resume_checkpoint(model, optimizer, scaler, rng, **state), path)
+    print(f"saved {path} at iter {state['iter_num']} ({reason})", flush=True)
 
 
 def main():
-    keys = [k for k, v in globals().items()
-            if not k.startswith('_') and k.islower() and isinstance(v, (int, float, bool, str, list))
-            and k not in ('REPO',)]
-    configure(globals(), sys.argv[1:], describe=describe_keys)
-    config = {k: globals()[k] for k in keys}
+    # first: a signal during the set-up too stops the run cleanly, before its first iteration
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    keys_set = configure(globals(), sys.argv[1:], describe=describe_keys)
+    config = {k: globals()[k] for k in CONFIG_KEYS}
+    if model_type not in ('backpack', 'transformer'):
+        raise UserError(f"--model_type {model_type!r}: expected backpack or transformer")
+    if init_from not in ('scratch', 'resume', 'backpack-small'):
+        raise UserError(f"--init_from {init_from!r}: expected scratch, resume or backpack-small")
+    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+        raise UserError(f"--dtype {dtype!r}: expected auto, float32, bfloat16 or float16")
+    ckpt_path, best_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'best.pt')
+    existing = [p for p in (ckpt_path, best_path) if os.path.isfile(p)]
+    if init_from != 'resume' and existing and not overwrite:
+        raise UserError(f"there is already {' and '.join(existing)}: continue that run with --init_from resume, "
+                        f"train into another --out_dir, or pass --overwrite to replace it")
 
     # ---- processes, device, precision
     ddp = int(os.environ.get('RANK', -1)) != -1
-    dev = device
-    if dev == 'auto':
-        dev = 'cuda' if torch.cuda.is_available() else ('mps' if torch.backends.mps.is_available() else 'cpu')
+    dev = resolve_device(device)
+    rank, local_rank, world = 0, 0, 1
     if ddp:
         rank, local_rank, world = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), int(os.environ['WORLD_SIZE'])
         if dev.startswith('cuda'):
             dev = f'cuda:{local_rank}'
             torch.cuda.set_device(dev)
         dist.init_process_group(backend='nccl' if dev.startswith('cuda') else 'gloo')
-    else:
-        rank, local_rank, world = 0, 0, 1
     master = rank == 0
-    if gradient_accumulation_steps % world:
-        sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple "
-                 f"of the number of processes ({world})")
-    accum = gradient_accumulation_steps // world
+    accum, micro_batch, batch_note = split_batch(gradient_accumulation_steps, batch_size, world)
     device_type = 'cuda' if dev.startswith('cuda') else dev
     ptdtype_name = dtype
     if ptdtype_name == 'auto':
         ptdtype_name = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
-    if ptdtype_name not in ('float32', 'bfloat16', 'float16'):
-        sys.exit(f"error: --dtype {ptdtype_name!r}: expected auto, float32, bfloat16 or float16")
     ptdtype = getattr(torch, ptdtype_name)
     autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type, dtype=ptdtype)
     if device_type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(seed + rank)  # dropout masks differ between ranks
+    if master and device_type == 'cpu' and ptdtype == torch.float16:
+        warn("--dtype float16 on the CPU is emulated and extremely slow (the scratch config did not finish one "
+             "iteration in 25 minutes); use --dtype float32 or bfloat16")
+    if master and device_type == 'cpu' and compile:
+        warn("--compile on the CPU compiles for minutes, once for evaluation and once for training (7 minutes "
+             "at the scratch shape on 2 cores), and its iterations were not faster; drop --compile on the CPU")
+    torch.manual_seed(seed + rank)  # dropout masks differ between ranks (the weights come from rank 0)
 
     # ---- data
     data_path = resolve_data_dir(data_dir)
     tokenizer = load_tokenizer(data_path)
     meta = tokenizer.meta
     bin_dtype = np.dtype(meta['dtype'])
-    if model_type not in ('backpack', 'transformer'):
-        sys.exit(f"error: --model_type {model_type!r}: expected backpack or transformer")
-    if init_from not in ('scratch', 'resume', 'backpack-small'):
-        sys.exit(f"error: --init_from {init_from!r}: expected scratch, resume or backpack-small")
 
     # ---- model
     ckpt = None
     if init_from == 'resume':
-        ckpt_path = os.path.join(out_dir, 'ckpt.pt')
         if not os.path.isfile(ckpt_path):
-            sys.exit(f"error: --init_from resume but {ckpt_path} does not exist")
-        ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+            raise MissingFileError(f"--init_from resume but {ckpt_path} does not exist")
+        ckpt = read_checkpoint(ckpt_path)
         if ckpt['model_type'] != model_type:
-            sys.exit(f"error: {ckpt_path} holds a {ckpt['model_type']} model, but --model_type is {model_type}; "
-                     f"resume it with --model_type {ckpt['model_type']} or use another --out_dir")
+            raise UserError(f"{ckpt_path} holds a {ckpt['model_type']} model, but --model_type is {model_type}; "
+                            f"resume it with --model_type {ckpt['model_type']} or use another --out_dir")
         if ckpt['meta']['vocab_size'] != meta['vocab_size'] or ckpt['meta']['tokenizer'] != meta['tokenizer']:
-            sys.exit(f"error: {ckpt_path} was trained on data with another tokenizer/vocabulary than {data_path}")
-        model_args = ckpt['model_args']
-        model = build_model(model_type, model_args)
-        model.load_state_dict(ckpt['model'])
+            raise UserError(f"{ckpt_path} was trained on data with another tokenizer/vocabulary than {data_path}")
+        model = model_from_checkpoint(ckpt)
     elif init_from == 'backpack-small':
         if model_type != 'backpack':
-            sys.exit("error: --init_from backpack-small loads a Backpack; use --model_type backpack")
+            raise UserError("--init_from backpack-small loads a Backpack; use --model_type backpack")
         if meta['tokenizer']['type'] != 'gpt2':
-            sys.exit(f"error: --init_from backpack-small needs data prepared with the GPT-2 tokenizer "
-                     f"(backpack-gpt2's vocabulary), but {data_path} uses {meta['tokenizer']['type']!r}; "
-                     f"run data/europarl/prepare.py --tokenizer gpt2 --out_dir data/europarl_gpt2")
+            raise UserError(f"--init_from backpack-small needs data prepared with the GPT-2 tokenizer "
+                            f"(backpack-gpt2's vocabulary), but {data_path} uses {meta['tokenizer']['type']!r}; "
+                            f"run data/europarl/prepare.py --tokenizer gpt2 --out_dir data/europarl_gpt2")
         try:
             model = from_pretrained_backpack(pretrained_path, dropout=dropout)
         except (FileNotFoundError, ValueError) as e:
-            sys.exit(f"error: {e}")
+            raise UserError(str(e)) from None
         if meta['vocab_size'] > model.config.vocab_size:
-            sys.exit(f"error: data vocab {meta['vocab_size']} exceeds the pretrained vocab {model.config.vocab_size}")
+            raise UserError(f"data vocab {meta['vocab_size']} exceeds the pretrained vocab {model.config.vocab_size}")
+        if meta['vocab_size'] < model.config.vocab_size:  # padding rows: never generated, never a top token
+            model.config.tokenizer_vocab_size = meta['vocab_size']
         if block_size > model.config.block_size:
-            sys.exit(f"error: --block_size {block_size} exceeds the pretrained model's {model.config.block_size}")
+            raise UserError(f"--block_size {block_size} exceeds the pretrained model's {model.config.block_size}")
         model.crop_block_size(block_size)
-        model_args = asdict(model.config)
     else:
         wanted = dict(block_size=block_size, vocab_size=meta['vocab_size'], n_layer=n_layer, n_head=n_head,
                       n_embd=n_embd, n_senses=n_senses, dropout=dropout, bias=bias,
                       sense_intermediate_scale=sense_intermediate_scale,
                       scale_attn_by_inverse_layer_idx=scale_attn_by_inverse_layer_idx)
-        model_args = {f.name: wanted[f.name] for f in fields(ModelConfig) if f.name in wanted}
-        model = build_model(model_type, model_args)
+        model = build_model(model_type, {f.name: wanted[f.name] for f in fields(ModelConfig) if f.name in wanted})
     model_cfg = model.config
     if model_cfg.block_size < block_size:
-        sys.exit(f"error: --block_size {block_size} exceeds the model's block_size {model_cfg.block_size}")
+        raise UserError(f"--block_size {block_size} exceeds the model's block_size {model_cfg.block_size}")
+    ignored = [k for k in MODEL_KEYS if k in keys_set and getattr(model_cfg, k) != globals()[k]]
+    if master and ignored:
+        warn(f"--init_from {init_from} keeps the model's own settings, ignoring "
+             + ', '.join(f"--{k} {globals()[k]!r} (the model has {getattr(model_cfg, k)!r})" for k in ignored))
     raw_model = model.to(dev)
 
     optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(ptdtype == torch.float16))
-    train_batches = Batches(os.path.join(data_path, 'train.bin'), bin_dtype, block_size, batch_size, seed + rank)
+    train_batches = Batches(os.path.join(data_path, 'train.bin'), bin_dtype, block_size, micro_batch, seed)
     eval_sources = {name: Batches(os.path.join(data_path, f'{name}.bin'), bin_dtype, block_size, batch_size, 0)
                     for name in ('train', 'val', 'val_en', 'val_fr')}
 
     iter_num, best_val_loss, evaluated_at = 0, float('inf'), -1
-    log = {'model_type': model_type, 'config': config, 'train_loss': [], 'evals': []}
+    log = {'model_type': model_type, 'config': config, 'machine': system.machine(dev), 'train_loss': [], 'evals': []}
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt['optimizer'])
-        scaler.load_state_dict(ckpt['scaler'])
+        written_by = restore_training(ckpt, optimizer, scaler, train_batches, rank)
         iter_num, best_val_loss, evaluated_at = ckpt['iter_num'], ckpt['best_val_loss'], ckpt['evaluated_at']
         log = ckpt['training_log']
-        states = ckpt['rng']
-        if len(states) != world and master:
-            print(f"note: checkpoint written by {len(states)} process(es), resuming with {world}: "
-                  f"the data order differs from an uninterrupted run")
-        if rank < len(states):
-            set_rng_state(states[rank]['rng'])
-            train_batches.load_state_dict(states[rank]['sampler'])
+        if written_by != world and master:
+            print(f"note: checkpoint written by {written_by} process(es), resuming with {world}: the batches "
+                  f"are the same (at the same global batch size), the dropout masks are not")
         ckpt = None  # free the memory
+    run_info = dict(config=config, model_type=model_type, model_args=asdict(model_cfg), meta=meta)
 
     model = torch.compile(raw_model) if compile else raw_model
     eval_model = model
@@ -303,6 +412,9 @@ def main():
 
     if master:
         os.makedirs(out_dir, exist_ok=True)
+        if init_from != 'resume':
+            for path in existing:  # --overwrite: no mix of the old run's files with the new one's
+                os.remove(path)
         # out_dir carries the data's tokenizer and held-out files, so evaluation needs only out_dir
         for name in EVAL_FILES:
             src = os.path.join(data_path, name)
@@ -312,189 +424,125 @@ def main():
                 shutil.copy(src, os.path.join(out_dir, name))
         print(f"{model_type}: {raw_model.param_counts()['total']:,} parameters; "
               f"data {data_path} (vocab {meta['vocab_size']}); device {dev} {ptdtype_name}; "
-              f"{world} process(es) x {accum} micro-steps x {batch_size} x {block_size} tokens per iteration")
+              f"{world} process(es) x {accum} micro-steps x {micro_batch} x {block_size} tokens per iteration; "
+              f"evaluation every {eval_interval} iterations on 4 splits x {eval_iters} batches", flush=True)
+        if batch_note:
+            print(f"note: {batch_note}")
 
-    tokens_per_iter = accum * world * batch_size * block_size
+    tokens_per_iter = world * accum * micro_batch * block_size
     peak = peak_flops or next((v for k, v in PEAK_FLOPS.items()
                                if device_type == 'cuda' and ptdtype != torch.float32
                                and k in torch.cuda.get_device_name(dev)), 0.0)
     train_flops_per_iter = flops_per_token(model_type, model_cfg, block_size) * tokens_per_iter
 
-    # ---- helpers that close over the run's state
-    @torch.no_grad()
-    def evaluate():
-        eval_model.eval()
-        out = {}
-        for i, (name, source) in enumerate(eval_sources.items()):
-            rng = np.random.default_rng(seed + 1000 * i)  # the same windows at every evaluation
-            losses = torch.zeros(eval_iters)
-            for k in range(eval_iters):
-                X, Y = source.sample(rng)
-                with autocast:
-                    _, loss = eval_model(X.to(dev), Y.to(dev))
-                losses[k] = loss.item()
-            out[name] = losses.mean().item()
-        for lang in ('en', 'fr'):
-            split = meta['splits'][f'val_{lang}']
-            nll = out[f'val_{lang}']
-            out[f'val_{lang}_ppl'] = math.exp(nll)
-            out[f'val_{lang}_bpb'] = nll * split['tokens'] / split['bytes'] / math.log(2)
-        if model_type == 'backpack':
-            out['senses'] = probe_senses(raw_model)
-        eval_model.train()
-        return out
-
-    lang_masks = {lang: torch.from_numpy(tokenizer.language_mask(lang)) for lang in ('en', 'fr')}
-
-    @torch.no_grad()
-    def probe_senses(m):
-        """Top tokens pushed up by each sense of each probe word, in the probe's language.
-
-        A word split into several pieces uses the mean of its pieces' sense vectors (Hewitt et al.)."""
-        result = {}
-        for lang, words in (('en', probe_words_en), ('fr', probe_words_fr)):
-            for word in words:
-                ids = tokenizer.encode_word(word)
-                logits = m.sense_logits(torch.tensor(ids, device=dev)).float().mean(0)  # (k, V)
-                logits = logits[:, :len(lang_masks[lang])].masked_fill(~lang_masks[lang].to(dev), float('-inf'))
-                top = logits.topk(probe_top_k, dim=-1).indices.tolist()
-                result[f'{lang}:{word}'] = [[tokenizer.token_str(t) for t in sense] for sense in top]
-        return result
-
-    def gathered_states():
-        mine = {'rng': rng_state(), 'sampler': train_batches.state_dict()}
-        if not ddp:
-            return [mine]
-        states = [None] * world
-        dist.all_gather_object(states, mine)
-        return states
-
-    saved_at = {'iter': -1}
-
-    def save(reason):
-        if saved_at['iter'] == iter_num:  # e.g. the end of a run right after an improving evaluation
-            return
-        saved_at['iter'] = iter_num
-        states = gathered_states()  # every rank takes part
-        if master:
-            save_checkpoint({
-                'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
-                'scaler': scaler.state_dict(), 'iter_num': iter_num, 'best_val_loss': best_val_loss,
-                'evaluated_at': evaluated_at, 'config': config, 'model_type': model_type,
-                'model_args': asdict(model_cfg), 'meta': meta, 'training_log': log, 'rng': states,
-            }, os.path.join(out_dir, 'ckpt.pt'))
-            print(f"saved {os.path.join(out_dir, 'ckpt.pt')} at iter {iter_num} ({reason})")
-
-    def flush_losses(pending):
-        """Move this interval's losses to the log; stop the run on a non-finite loss."""
-        if not pending:
-            return
-        values = torch.stack(pending).tolist()
-        start = iter_num - len(values)
-        pending.clear()
-        for i, v in enumerate(values):
-            if not math.isfinite(v):
-                if master:
-                    print(f"error: training loss is {v} at iter {start + i + 1}; stopping without saving. "
-                          f"The last good checkpoint ({os.path.join(out_dir, 'ckpt.pt')}) is left intact.",
-                          file=sys.stderr)
-                sys.exit(1)
-        log['train_loss'].extend(values)
-
-    stop = {'requested': False}
-
-    def request_stop(signum, frame):
-        stop['requested'] = True
-        signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-
     # ---- the loop
-    pending = []
+    pending = []  # this log interval's losses, still on the device
+    saved_at, stopping = -1, False
     t0, t_interval, it_interval = time.time(), time.time(), iter_num
     elapsed0 = log['evals'][-1]['elapsed_s'] if log['evals'] else 0.0
-    evals_done = len(log['evals'])
-    stop_now = False
     while True:
+        if stopping or (not ddp and _stop_requested):
+            stopping = True
+            break
+
+        # evaluate, at an iteration boundary where every rank is
         if iter_num % eval_interval == 0 and iter_num != evaluated_at:
-            flush_losses(pending)
-            stats = evaluate() if master else None
+            stopping = record_losses(log, pending, world, dev, iter_num, ckpt_path)
+            if stopping:
+                break
+            stats = estimate_loss(eval_model, eval_sources, dev, autocast, f"eval {iter_num}") if master else None
+            if master and stats is not None:
+                for lang in ('en', 'fr'):
+                    split, nll = meta['splits'][f'val_{lang}'], stats[f'val_{lang}']
+                    stats[f'val_{lang}_ppl'] = math.exp(nll)
+                    stats[f'val_{lang}_bpb'] = nll * split['tokens'] / split['bytes'] / math.log(2)
+                if model_type == 'backpack':
+                    stats['senses'] = probe_senses(raw_model, tokenizer, dev)
             if ddp:
                 box = [stats]
                 dist.broadcast_object_list(box, src=0)
                 stats = box[0]
-            evaluated_at, evals_done = iter_num, evals_done + 1
-            entry = {'iter': iter_num, 'lr': get_lr(iter_num), 'tokens_seen': iter_num * tokens_per_iter,
-                     'elapsed_s': elapsed0 + time.time() - t0, **stats}
-            log['evals'].append(entry)
+            if stats is None:  # stopped by a signal during the evaluation: it runs again on resume
+                stopping = True
+                break
+            evaluated_at = iter_num
+            log['evals'].append({'iter': iter_num, 'lr': get_lr(iter_num), 'tokens_seen': iter_num * tokens_per_iter,
+                                 'elapsed_s': elapsed0 + time.time() - t0, **stats})
             improved = stats['val'] < best_val_loss
+            if improved:
+                best_val_loss = stats['val']
             if master:
                 print(f"eval {iter_num}: train {stats['train']:.4f} val {stats['val']:.4f} | "
                       f"val_en ppl {stats['val_en_ppl']:.2f} bpb {stats['val_en_bpb']:.3f} | "
-                      f"val_fr ppl {stats['val_fr_ppl']:.2f} bpb {stats['val_fr_bpb']:.3f}")
+                      f"val_fr ppl {stats['val_fr_ppl']:.2f} bpb {stats['val_fr_bpb']:.3f}", flush=True)
                 save_json(log, os.path.join(out_dir, 'training_log.json'))
-            if improved:
-                best_val_loss = stats['val']
-                if master:
-                    save_checkpoint({'model': raw_model.state_dict(), 'model_type': model_type,
-                                     'model_args': asdict(model_cfg), 'config': config, 'meta': meta,
-                                     'iter_num': iter_num, 'val_loss': best_val_loss},
-                                    os.path.join(out_dir, 'best.pt'))
-            if iter_num > 0 and (improved or evals_done % 5 == 0):
-                save('val improved' if improved else 'periodic')
+                if improved:
+                    save_checkpoint(best_checkpoint(raw_model, iter_num=iter_num, val_loss=best_val_loss,
+                                                    **run_info), best_path)
+            if iter_num > 0 and (improved or always_save_checkpoint):
+                save_resume_point(ckpt_path, 'val improved' if improved else 'evaluation', raw_model, optimizer,
+                                  scaler, train_batches, world, iter_num=iter_num, best_val_loss=best_val_loss,
+                                  evaluated_at=evaluated_at, training_log=log, **run_info)
+                saved_at = iter_num
             t_interval, it_interval = time.time(), iter_num  # keep evaluation out of ms/iter
-        if iter_num >= max_iters:
+        if iter_num >= max_iters or stopping:
             break
 
+        # one iteration: every rank draws the same global batch and trains on its slice of it
         lr = get_lr(iter_num)
         for group in optimizer.param_groups:
             group['lr'] = lr
+        if not ddp:  # restored if a signal drops this iteration half-way
+            sampler_before, rng_before = train_batches.state_dict(), rng_state()
+        starts = train_batches.starts(world * accum * micro_batch).reshape(world, accum, micro_batch)[rank]
         loss_sum = torch.zeros((), device=dev)
         for micro in range(accum):
+            if not ddp and _stop_requested:
+                break
             if ddp:
                 model.require_backward_grad_sync = micro == accum - 1  # all-reduce once per iteration
-            X, Y = train_batches.sample()
+            X, Y = train_batches.windows(starts[micro])
             with autocast:
                 _, loss = model(X.to(dev), Y.to(dev))
                 loss = loss / accum
             scaler.scale(loss).backward()
             loss_sum += loss.detach()
+        if not ddp and _stop_requested:  # one process stops between micro-steps, at the iteration's start state
+            optimizer.zero_grad(set_to_none=True)
+            train_batches.load_state_dict(sampler_before)
+            set_rng_state(rng_before)
+            stopping = True
+            break
         if grad_clip:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        if ddp:  # the logged loss is the mean over all ranks' micro-batches
-            dist.all_reduce(loss_sum)  # gloo has no AVG
-            loss_sum /= world
         pending.append(loss_sum)
         iter_num += 1
 
         if iter_num % log_interval == 0 or iter_num == max_iters:
-            flush_losses(pending)
+            stopping = record_losses(log, pending, world, dev, iter_num, ckpt_path)  # DDP ranks agree here
             dt = (time.time() - t_interval) / max(1, iter_num - it_interval)
             t_interval, it_interval = time.time(), iter_num
             if master:
                 mfu = f"mfu {100 * train_flops_per_iter / dt / peak:.1f}%" if peak else \
                     f"{train_flops_per_iter / dt / 1e12:.2f} TFLOP/s"
                 eta = (max_iters - iter_num) * dt
+                memory = f", peak memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" \
+                    if device_type == 'cuda' else ''
                 print(f"iter {iter_num}: loss {log['train_loss'][-1]:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
-                      f"{tokens_per_iter / dt:,.0f} tok/s, {mfu}, eta {eta / 60:.1f} min")
-        stop_now = stop['requested']
-        if ddp:  # every rank stops at the same iteration
-            flag = torch.tensor(float(stop_now), device=dev)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop_now = bool(flag.item())
-        if stop_now:
-            break
+                      f"{tokens_per_iter / dt:,.0f} tok/s, {mfu}{memory}, eta {eta / 60:.1f} min", flush=True)
 
-    flush_losses(pending)
-    save('interrupted by signal' if stop_now else 'end of run')
+    record_losses(log, pending, world, dev, iter_num, ckpt_path)
+    if saved_at != iter_num:
+        save_resume_point(ckpt_path, 'interrupted by signal' if stopping else 'end of run', raw_model, optimizer,
+                          scaler, train_batches, world, iter_num=iter_num, best_val_loss=best_val_loss,
+                          evaluated_at=evaluated_at, training_log=log, **run_info)
     if master:
         save_json(log, os.path.join(out_dir, 'training_log.json'))
-        if stop_now:
+        if stopping:
             print(f"stopped by signal at iter {iter_num}; continue with --init_from resume --out_dir {out_dir}")
         else:
             from experiments.plots import plot_loss_curves
@@ -504,4 +552,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

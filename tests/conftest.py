@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 
-# Before torch is imported anywhere (here and in the scripts the tests run): OpenMP threads that
-# spin while waiting starve each other on a small, shared CPU (train.py sets the same default).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests import the repo's top-level modules (tokenizer.py, model.py, ...)
+import system  # noqa: E402,F401  (before torch, here and, through the environment, in the scripts the tests run)
 SHARED_DATA = REPO.parent / "shared" / "data"  # read-only data shared beside the repo; tests skip without it
 PREPARE = REPO / "data" / "europarl" / "prepare.py"
 SAMPLE_PREPARE_ARGS = ["--source", "sample", "--tokenizer", "bpe", "--vocab_size", "4096", "--max_pairs", "4000"]
