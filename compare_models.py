@@ -6,44 +6,57 @@ Compare a Backpack with its Transformer twin on every metric both have:
 
 Each model is evaluated with the same settings (evaluate.run_evaluations); a model's
 evaluation_results.json from run_full_evaluation.py is reused when it was made with those settings
-from the same checkpoint. Writes comparison.md, comparison.json and loss_curves.png into --output_dir
+from the same checkpoint, by content (sha256: a model retrained since, even to the same iteration, is
+evaluated again). When the two models use different tokenizers, per-token perplexities are not
+comparable: their rows are marked so and have no delta; bits per byte (per UTF-8 byte of the same text)
+is the comparable number. Writes comparison.md, comparison.json and loss_curves.png into --output_dir
 (default: a `comparison` folder beside the Backpack's out_dir) and prints the table.
 """
+import system  # noqa: F401  (first: the OpenMP setting torch reads when it loads)
 import os
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP: spinning threads starve
-                                                     # each other on small CPUs (8x slower at load 2)
 import argparse
 import json
 import math
 
 import evaluate
-from checkpoint import save_json
+from checkpoint import checkpoint_path, save_json
+from errors import UserError, resolve_device, run_main
 from experiments import plots
 
 SENSES_SHOWN = 4  # senses per probe word in the printed summary (all are in comparison.json)
 
 
 def evaluated(out_dir, device, settings):
-    """run_evaluations() results for out_dir, reusing evaluation_results.json when it matches."""
-    model, _ = evaluate.load_model(out_dir, device)
+    """run_evaluations() results for out_dir, reusing evaluation_results.json when it was made with
+    these settings from the checkpoint out_dir holds now (same file, same sha256)."""
     path = os.path.join(out_dir, 'evaluation_results.json')
     if os.path.isfile(path):
-        with open(path) as f:
-            cached = json.load(f)
+        cached = evaluate.read_results(path)
         wanted = {**cached['settings'], **settings, 'which': list(evaluate.EVALUATIONS), 'device': str(device)}
-        if cached['settings'] == evaluate.to_json(wanted) and cached['model']['iter_num'] == model.info['iter_num']:
+        stale = evaluate.stale_results(cached, out_dir)
+        if stale is None and cached['settings'] == evaluate.to_json(wanted):
             print(f"reusing {path}")
             return cached
+        print(f"not reusing {path}: {stale or 'it was made with other settings'}")
+    model, _ = evaluate.load_model(out_dir, device)
     print(f"evaluating {out_dir} ...")
     results = evaluate.run_evaluations(model, evaluate.load_tokenizer(out_dir), device, out_dir=out_dir, **settings)
     return evaluate.to_json(results)
 
 
+PER_TOKEN = ('ppl ',)  # metrics per token: comparable only between models that share a tokenizer
+NOT_COMPARABLE = 'not comparable: different tokenizers (compare bits/byte)'
+
+
 def compare(backpack, transformer):
     """Rows (metric, backpack value, transformer value, delta) for every metric both have, and the
-    Backpack's own metrics (senses) as (metric, value)."""
+    Backpack's own metrics (senses) as (metric, value). With different tokenizers the delta of a
+    per-token metric (PER_TOKEN) is the string NOT_COMPARABLE."""
     b, t = evaluate.headline_metrics(backpack), evaluate.headline_metrics(transformer)
-    shared = [(name, b[name], t[name], b[name] - t[name]) for name in b if name in t]
+    same_tokenizer = backpack['model']['tokenizer']['sha256'] == transformer['model']['tokenizer']['sha256']
+    shared = [(name, b[name], t[name],
+               b[name] - t[name] if same_tokenizer or not name.startswith(PER_TOKEN) else NOT_COMPARABLE)
+              for name in b if name in t]
     params = [(f'params {part}', backpack['model']['params'].get(part, 0), transformer['model']['params'].get(part, 0))
               for part in dict.fromkeys([*backpack['model']['params'], *transformer['model']['params']])]
     params = [(name, vb, vt, vb - vt) for name, vb, vt in params]
@@ -54,7 +67,16 @@ def compare(backpack, transformer):
     return params + training + shared, own
 
 
+def json_row(name, vb, vt, d):
+    """A row of comparison.json; a row that is not comparable has delta None and 'comparable': false."""
+    if d == NOT_COMPARABLE:
+        return dict(metric=name, backpack=vb, transformer=vt, delta=None, comparable=False, note=NOT_COMPARABLE)
+    return dict(metric=name, backpack=vb, transformer=vt, delta=d, comparable=True)
+
+
 def fmt(value):
+    if isinstance(value, str):
+        return value
     if isinstance(value, int):
         return f'{value:,}'
     return 'n/a' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.4g}'
@@ -88,16 +110,23 @@ def main(argv=None):
     p.add_argument('--output_dir', help='default: <parent of --backpack_dir>/comparison')
     args = p.parse_args(argv)
     output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.backpack_dir)), 'comparison')
-    os.makedirs(output_dir, exist_ok=True)
 
+    args.device = resolve_device(args.device)
+    for out_dir in (args.backpack_dir, args.transformer_dir):
+        checkpoint_path(out_dir)  # both are there, before the first (long) evaluation
     settings = {'translation_samples': args.translation_samples or None, 'beam_size': args.beam_size,
                 'sentence_pairs': args.sentence_pairs}
     backpack = evaluated(args.backpack_dir, args.device, settings)
     transformer = evaluated(args.transformer_dir, args.device, settings)
     if backpack['model']['model_type'] != 'backpack' or transformer['model']['model_type'] != 'transformer':
-        raise SystemExit(f"error: --backpack_dir holds a {backpack['model']['model_type']} and --transformer_dir a "
-                         f"{transformer['model']['model_type']}")
+        raise UserError(f"--backpack_dir holds a {backpack['model']['model_type']} and --transformer_dir a "
+                        f"{transformer['model']['model_type']}")
     rows, own = compare(backpack, transformer)
+    if any(d == NOT_COMPARABLE for *_, d in rows):
+        print(f"note: the two models use different tokenizers ({backpack['model']['tokenizer']['name']}; "
+              f"{transformer['model']['tokenizer']['name']}): the per-token perplexity rows are not comparable, "
+              f"compare bits/byte")
+    os.makedirs(output_dir, exist_ok=True)
 
     lines = [f"# Backpack vs Transformer", '', f"Backpack: `{args.backpack_dir}`; Transformer: `{args.transformer_dir}`; "
              f"settings: {json.dumps(settings)}", '', '| metric | Backpack | Transformer | Δ (B − T) |', '|---|---:|---:|---:|']
@@ -117,7 +146,7 @@ def main(argv=None):
     text = '\n'.join(lines)
     with open(os.path.join(output_dir, 'comparison.md'), 'w', encoding='utf-8') as f:
         f.write(text)
-    save_json({'settings': settings, 'rows': [dict(metric=n, backpack=vb, transformer=vt, delta=d) for n, vb, vt, d in rows],
+    save_json({'settings': settings, 'rows': [json_row(*row) for row in rows],
                'backpack_only': dict(own), 'backpack': backpack, 'transformer': transformer},
               os.path.join(output_dir, 'comparison.json'))
     print(text)
@@ -125,4 +154,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

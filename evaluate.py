@@ -16,42 +16,110 @@ experiments/metrics.py); this file loads models and tokenizers, lets the seed's 
 snippets work, and composes the evaluations into one results dict (run_evaluations), which
 run_full_evaluation.py and compare_models.py build on.
 """
+import system  # first: the OpenMP setting torch reads when it loads
 import os
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP: spinning threads starve
-                                                     # each other on small CPUs (8x slower at load 2)
 import argparse
 import functools
+import hashlib
 import json
-import sys
 import time
 
 import numpy as np
 
 import checkpoint
 import tokenizer as tokenizer_module
+from errors import DataError, MissingFileError, UserError, resolve_device, run_main
 from experiments import lexical, perplexity, senses, sentence, translation
+from experiments.eval_data import read_parallel
+from model import is_backpack
 
 SENSE_LABELS = senses.SENSE_LABELS
-PROBE_WORDS = {'en': ['bank', 'right', 'play', 'parliament'], 'fr': ['droit', 'livre', 'temps', 'parlement']}
+PROBE_WORDS = senses.PROBE_WORDS
 
 
 def load_model(out_dir, device='cpu'):
     """(model in eval mode, data meta) from out_dir/best.pt, else out_dir/ckpt.pt.
 
     Works for both model types and for backpack-small finetunes. The model also carries
-    `model.info`: out_dir, model_type, iteration and validation loss of the loaded weights."""
+    `model.info`: out_dir, model_type, iteration and validation loss of the loaded weights, and
+    'checkpoint', the checkpoint_record of the file they came from (results record it)."""
+    record = checkpoint_record(out_dir)  # before loading: the record is of the bytes about to be read
     model, ckpt = checkpoint.load_model(out_dir, device)
     model.info = {'out_dir': str(out_dir), 'model_type': ckpt['model_type'], 'iter_num': ckpt['iter_num'],
                   'val_loss': ckpt.get('val_loss', ckpt.get('best_val_loss')), 'config': ckpt['config'],
-                  'model_args': ckpt['model_args']}
+                  'model_args': ckpt['model_args'], 'checkpoint': record}
     return model, ckpt['meta']
 
 
 def load_tokenizer(out_dir):
     """The tokenizer of the data `out_dir` was trained on (train.py copies it there); a data dir works too."""
     if not os.path.isfile(os.path.join(out_dir, 'meta.json')):
-        raise FileNotFoundError(f"no meta.json in {out_dir!r}: pass a training out_dir or a prepared data dir")
+        raise MissingFileError(f"no meta.json in {out_dir!r}: pass a training out_dir or a prepared data dir")
     return tokenizer_module.load_tokenizer(out_dir)
+
+
+def sha256_file(path):
+    """Hex sha256 of a file's bytes (read 1 MiB at a time)."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_record(out_dir):
+    """Which checkpoint a result comes from: {'file' (best.pt or ckpt.pt, the one load_model reads),
+    'sha256', 'bytes', 'mtime'}. Results files store it, so that a model retrained since (even to
+    the same iteration) is noticed by its content: verify_evaluation.py refuses such results and
+    compare_models.py does not reuse them."""
+    path = checkpoint.checkpoint_path(out_dir)
+    stat = os.stat(path)
+    return {'file': os.path.basename(path), 'sha256': sha256_file(path), 'bytes': stat.st_size,
+            'mtime': stat.st_mtime}
+
+
+def stale_results(results, out_dir):
+    """None when `results` (a run_evaluations dict) were computed from out_dir's current checkpoint;
+    else one line saying why they were not."""
+    recorded = results['model'].get('checkpoint')
+    if not recorded:
+        return "it does not record which checkpoint it was computed from (written by an older version)"
+    current = checkpoint_record(out_dir)
+    if (recorded['file'], recorded['sha256']) == (current['file'], current['sha256']):
+        return None
+    return (f"it was computed from {recorded['file']} (sha256 {recorded['sha256'][:12]}, iteration "
+            f"{results['model']['iter_num']}), and the checkpoint in {out_dir} has changed since "
+            f"({current['file']}, sha256 {current['sha256'][:12]})")
+
+
+def tokenizer_record(tok):
+    """{'type', 'name', 'vocab_size', 'sha256'} of a tokenizer; the sha256 covers its meta.json entry, the
+    special ids and its files (tokenizer.json, vocab_map.npy), so two BPEs trained on different data
+    differ. Per-token numbers (perplexity) compare only between models with the same sha256."""
+    info = tok.meta['tokenizer']
+    ident = json.dumps([info, tok.meta['vocab_size'], tok.meta['special_ids']], sort_keys=True).encode()
+    files = [os.path.join(tok.data_dir, info[key]) for key in ('file', 'vocab_map') if info.get(key)]
+    digest = hashlib.sha256(ident)
+    for path in files:
+        digest.update(bytes.fromhex(sha256_file(path)))
+    return {'type': info['type'], 'name': info['name_or_path'], 'vocab_size': tok.vocab_size,
+            'sha256': digest.hexdigest()}
+
+
+def read_results(path):
+    """An evaluation_results.json as a dict. A missing file, invalid JSON or a file without the
+    'model' and 'settings' objects of run_evaluations is a UserError naming the file."""
+    rerun = f"run run_full_evaluation.py --out_dir {os.path.dirname(path) or '.'}"
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{path} not found: {rerun} first")
+    try:
+        with open(path, encoding='utf-8') as f:
+            results = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON ({e}): {rerun}") from None
+    if not (isinstance(results, dict) and all(isinstance(results.get(k), dict) for k in ('model', 'settings'))):
+        raise DataError(f"{path} is not an evaluation results file (no 'model' and 'settings' objects): {rerun}")
+    return results
 
 
 def resolve_tokenizer(tok, model):
@@ -61,7 +129,7 @@ def resolve_tokenizer(tok, model):
     compacted XLM-R vocabulary plus language tags, so the out_dir's own tokenizer is used instead,
     after checking that the given tokenizer segments text the same way."""
     if isinstance(tok, tokenizer_module.Tokenizer):
-        return tok
+        return check_vocabulary(model, tok)
     out_dir = getattr(model, 'info', {}).get('out_dir')
     if out_dir is None or not hasattr(tok, 'encode'):
         raise TypeError("pass the tokenizer from evaluate.load_tokenizer(out_dir) (or load the model with "
@@ -75,7 +143,17 @@ def resolve_tokenizer(tok, model):
     if theirs != mine:
         raise ValueError(f"the given tokenizer does not segment text like the one this model was trained with "
                          f"({ours.meta['tokenizer']['type']}); use evaluate.load_tokenizer({out_dir!r})")
-    return ours
+    return check_vocabulary(model, ours)
+
+
+def check_vocabulary(model, tok):
+    """`tok`, after checking that its ids are the model's token rows (model.n_tokens: the embedding rows
+    that are token ids; a finetuned backpack-gpt2 has padding rows past them, which every evaluation
+    leaves out by reading only model.input_embeddings(), model.sense_logits() and model.step())."""
+    if model.n_tokens != tok.vocab_size:
+        raise UserError(f"the model has {model.n_tokens} token ids and the tokenizer {tok.vocab_size}: "
+                        f"they are not from the same training run; load both from the same out_dir")
+    return tok
 
 
 def _any_tokenizer(fn):
@@ -109,16 +187,18 @@ def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=2
     instead of the held-out test split. Sense analyses run for a Backpack only; sense labels are
     saved as out_dir/sense_labels.json when out_dir is given."""
     tok = resolve_tokenizer(tok, model)
-    is_backpack = hasattr(model, 'sense_vectors')
+    backpack = is_backpack(model)
     info = getattr(model, 'info', {})
     results = {
-        'model': {'out_dir': info.get('out_dir'), 'model_type': 'backpack' if is_backpack else 'transformer',
+        'model': {'out_dir': info.get('out_dir'), 'model_type': 'backpack' if backpack else 'transformer',
                   'iter_num': info.get('iter_num'), 'val_loss': info.get('val_loss'),
-                  'n_senses': model.config.n_senses if is_backpack else None, 'params': model.param_counts()},
+                  'checkpoint': info.get('checkpoint'), 'tokenizer': tokenizer_record(tok),
+                  'n_senses': model.config.n_senses if backpack else None, 'params': model.param_counts()},
         'settings': {'which': list(which), 'translation_samples': translation_samples,
                      'translation_files': list(translation_files) if translation_files else None,
                      'beam_size': beam_size, 'sentence_pairs': sentence_pairs, 'languages': list(languages),
                      'cross_lingual': cross_lingual, 'max_abs_diff': max_abs_diff, 'device': str(device)},
+        'machine': system.machine(device),  # timings and the last digits of scores depend on it
         'timing_s': {},
     }
 
@@ -141,7 +221,7 @@ def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=2
     if 'sentence_similarity' in which:
         timed('sentence_similarity', lambda: sentence.evaluate_sentence_similarity(
             model, tok, device, max_pairs=sentence_pairs))
-    if 'senses' in which and is_backpack:
+    if 'senses' in which and backpack:
         def sense_block():
             labels = senses.label_senses(model, tok, device, out_dir=out_dir)
             words = [w for lang in languages for w in PROBE_WORDS[lang]]
@@ -175,6 +255,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if bool(args.src_file) != bool(args.tgt_file):
         p.error('--src_file and --tgt_file go together')
+    # every input is checked before the (long) evaluations start, so that a mistake costs seconds
+    args.device = resolve_device(args.device)
+    if args.src_file:
+        read_parallel(args.src_file, args.tgt_file)
 
     which = [name for name in EVALUATIONS if getattr(args, name) or (name == 'word_similarity' and args.multisimlex)]
     cross_lingual = args.cross_lingual or not which
@@ -243,4 +327,4 @@ def summary_table(results):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main)

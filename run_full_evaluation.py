@@ -3,15 +3,15 @@ Run every evaluation on one trained model and write its report into out_dir:
 
     python run_full_evaluation.py --out_dir out/tiny_backpack --device cpu [--translation_samples 200]
 
-Writes out_dir/evaluation_results.json (everything, with the settings used), out_dir/evaluation_report.md
+Writes out_dir/evaluation_results.json (everything, with the settings used and the checkpoint file and sha256
+the numbers come from), out_dir/evaluation_report.md
 (the headline table, translation examples, sense labels), out_dir/sense_labels.json (Backpack) and PNGs:
 loss_curve.png (from training_log.json), senses_<word>.png (senses x top words) and
 alpha_en.png / alpha_fr.png (the contextualization weights over an English and a French test sentence).
 Check the results with verify_evaluation.py.
 """
+import system  # noqa: F401  (first: the OpenMP setting torch reads when it loads)
 import os
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP: spinning threads starve
-                                                     # each other on small CPUs (8x slower at load 2)
 import argparse
 import json
 
@@ -19,6 +19,7 @@ import torch
 
 import evaluate
 from checkpoint import save_json
+from errors import resolve_device, run_main
 from experiments import plots
 
 HEATMAP_WORDS = {'en': 'parliament', 'fr': 'droit'}
@@ -89,6 +90,7 @@ def main(argv=None):
     p.add_argument('--sentence_pairs', type=int, default=1000)
     args = p.parse_args(argv)
 
+    args.device = resolve_device(args.device)
     model, _ = evaluate.load_model(args.out_dir, args.device)
     tok = evaluate.load_tokenizer(args.out_dir)
     results = evaluate.run_evaluations(model, tok, args.device, translation_samples=args.translation_samples or None,
@@ -103,4 +105,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

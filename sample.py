@@ -5,17 +5,18 @@ Sample from a trained model (KV-cached generation).
     python sample.py --out_dir out/tiny_backpack --start FILE:prompt.txt --num_samples 3 --top_k 50
 
 In --start, `<en>` and `<fr>` are the language tags (inserted as tag ids, not spelled out);
-generation stops at the end-of-document token.
+generation stops at the end-of-document token. A prompt longer than the model's context keeps its last
+block_size tokens (said in one line); --greedy is deterministic, so it prints one sample (said too).
 """
+import system  # noqa: F401  (first: the OpenMP setting torch reads when it loads)
 import os
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP: spinning threads starve
-                                                     # each other on small CPUs (8x slower at load 2)
 import argparse
 import re
 
 import torch
 
 from checkpoint import load_model
+from errors import MissingFileError, UserError, resolve_device, run_main, warn
 from tokenizer import load_tokenizer
 
 TAG = re.compile(r'<(en|fr)>')
@@ -30,8 +31,19 @@ def encode_prompt(tokenizer, text):
         elif part.strip():
             ids.extend(tokenizer.encode(part.strip()))
     if not ids:
-        raise SystemExit("error: --start is empty")
+        raise UserError("--start is empty: give a prompt such as '<en> Thank you. <fr>'")
     return ids
+
+
+def read_start(start):
+    """The prompt text of --start: the text itself, or the contents of FILE:path."""
+    if not start.startswith('FILE:'):
+        return start
+    path = start[len('FILE:'):]
+    if not os.path.isfile(path):
+        raise MissingFileError(f"--start {start}: no file {path!r}")
+    with open(path, encoding='utf-8') as f:
+        return f.read()
 
 
 def main(argv=None):
@@ -47,15 +59,22 @@ def main(argv=None):
     p.add_argument('--device', default='cpu')
     args = p.parse_args(argv)
 
-    start = args.start
-    if start.startswith('FILE:'):
-        with open(start[5:], encoding='utf-8') as f:
-            start = f.read()
+    args.device = resolve_device(args.device)
+    start = read_start(args.start)
     torch.manual_seed(args.seed)
     model, _ = load_model(args.out_dir, args.device)
     tokenizer = load_tokenizer(args.out_dir)
-    idx = torch.tensor([encode_prompt(tokenizer, start)], device=args.device)
-    for i in range(args.num_samples):
+    prompt = encode_prompt(tokenizer, start)
+    block_size = model.config.block_size
+    if len(prompt) > block_size:  # generate() crops to the last block_size tokens: the start is not seen
+        warn(f"the prompt has {len(prompt)} tokens, more than the model's context of {block_size}: "
+             f"only its last {block_size} tokens are used")
+    num_samples = args.num_samples
+    if args.greedy and num_samples > 1:
+        warn(f"--greedy decoding is deterministic: printing 1 sample, not {num_samples} identical ones")
+        num_samples = 1
+    idx = torch.tensor([prompt], device=args.device)
+    for i in range(num_samples):
         out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                              greedy=args.greedy, stop_ids=[tokenizer.eos_id])
         new = out[0, idx.shape[1]:].tolist()
@@ -63,4 +82,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -1,8 +1,9 @@
 """Readers for the evaluation data sets (word similarity, cross-lingual similarity, bilingual
 dictionaries, parallel sentences).
 
-Every reader fails loudly: a missing file raises FileNotFoundError and a malformed one raises
-ValueError, each with one line naming the file (and the line number) and how to get the data.
+Every reader fails loudly: a missing file raises errors.MissingFileError (a FileNotFoundError) and a
+malformed one errors.DataError (a ValueError), each with one line naming the file (and the line
+number) and how to get the data; a script's entry point (errors.run_main) prints that line.
 There is never any fallback data.
 
 The bundled copies live in data/eval/ (see the PROVENANCE.md of each folder); `DEFAULT_PATHS`
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 from pathlib import Path
+
+from errors import DataError, MissingFileError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,22 +49,30 @@ def read_lines(path, what: str) -> list[str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path} ({HOW_TO_GET})")
+        raise MissingFileError(f"{what} file not found: {path} ({HOW_TO_GET})")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8", newline="") as f:
             text = f.read()
     except UnicodeDecodeError as e:
-        raise ValueError(f"{what} file {path} is not valid UTF-8 (byte {e.start})") from None
+        raise DataError(f"{what} file {path} is not valid UTF-8 (byte {e.start})") from None
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
+TAB_RUN = re.compile(r" *\t[\t ]*")  # one separator: a run of tabs (with any spaces around them)
+
+
 def split_fields(line: str) -> list[str]:
-    """Tab-separated fields when the line has a tab (so multi-word entries survive), else whitespace."""
-    return [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
+    """Tab-separated fields when the line has a tab (so multi-word entries such as `petit déjeuner`
+    survive), else whitespace-separated. A run of tabs is one separator: real files exported from
+    spreadsheets have doubled tabs (empty columns) between fields; a line that then has too few
+    fields is still refused by the reader."""
+    if "\t" not in line:
+        return line.split()
+    return TAB_RUN.split(line.strip(" \t"))
 
 
 def parse_float(text: str, path, lineno: int, column: str) -> float:
@@ -69,42 +81,54 @@ def parse_float(text: str, path, lineno: int, column: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise ValueError(f"{path}:{lineno}: {column} {text!r} is not a finite number")
+        raise DataError(f"{path}:{lineno}: {column} {text!r} is not a finite number")
     return value
+
+
+SCORE_COLUMNS = ("score", "simlex999")  # header names of the gold score (Multi-SimLex; the original SimLex-999.txt)
 
 
 def read_word_pairs(path) -> list[tuple[str, str, float]]:
     """Read a word-similarity file into [(word1, word2, score), ...] in file order.
 
     Accepted formats: any `word1 word2 score` file, tab- or whitespace-separated (a line with a tab
-    is split on tabs only, so multi-word entries such as `petit déjeuner` are kept whole), with an
+    is split on runs of tabs only, so multi-word entries such as `petit déjeuner` are kept whole and
+    doubled tabs do not make empty fields), with an
     optional header line. A header that names columns `word1`, `word2` and `score` (the
-    Multi-SimLex TSVs: `id word1 word2 pos score ...`) selects those columns; otherwise the first
+    Multi-SimLex TSVs: `id word1 word2 pos score ...`; or `SimLex999`, as in the original
+    SimLex-999.txt: `word1 word2 POS SimLex999 ...`) selects those columns, and every row must then
+    have as many fields as the header; otherwise the first
     three columns are word1, word2, score, and a first line whose score column is not a number is
     taken as a header and skipped. Blank lines are skipped. Words are returned exactly as in the
-    file (no case folding). Any other malformed line raises ValueError naming file and line.
+    file (no case folding). Any other malformed line raises DataError (a ValueError) naming file and line.
     """
     lines = read_lines(path, "word-pair")
     rows = [(i + 1, split_fields(line)) for i, line in enumerate(lines) if line.strip()]
     if not rows:
-        raise ValueError(f"word-pair file {path} is empty")
+        raise DataError(f"word-pair file {path} is empty")
     i1, i2, isc = 0, 1, 2
+    width = None  # with a header naming the columns, every row must have exactly its fields
     first = [f.lower() for f in rows[0][1]]
-    if {"word1", "word2", "score"} <= set(first):
-        i1, i2, isc = first.index("word1"), first.index("word2"), first.index("score")
+    score = next((name for name in SCORE_COLUMNS if name in first), None)
+    if {"word1", "word2"} <= set(first) and score:
+        i1, i2, isc = first.index("word1"), first.index("word2"), first.index(score)
+        width = len(first)
         rows = rows[1:]
     elif len(first) >= 3 and not is_number(first[2]):
         rows = rows[1:]
     pairs = []
     for lineno, fields in rows:
         if len(fields) <= max(i1, i2, isc):
-            raise ValueError(f"{path}:{lineno}: expected `word1 word2 score`, got {len(fields)} field(s)")
+            raise DataError(f"{path}:{lineno}: expected `word1 word2 score`, got {len(fields)} field(s)")
+        if width is not None and len(fields) != width:
+            # a missing (empty) column would shift the others: which field is word1 is then unknown
+            raise DataError(f"{path}:{lineno}: {len(fields)} fields, the header has {width}")
         w1, w2 = fields[i1], fields[i2]
         if not w1 or not w2:
-            raise ValueError(f"{path}:{lineno}: empty word")
+            raise DataError(f"{path}:{lineno}: empty word")
         pairs.append((w1, w2, parse_float(fields[isc], path, lineno, "score")))
     if not pairs:
-        raise ValueError(f"word-pair file {path} has a header but no pairs")
+        raise DataError(f"word-pair file {path} has a header but no pairs")
     return pairs
 
 
@@ -143,7 +167,7 @@ def cross_lingual_pairs(candidates_path, max_abs_diff: float = 1.0) -> list[tupl
         raise ValueError(f"max_abs_diff must be >= 0, got {max_abs_diff}")
     lines = read_lines(candidates_path, "cross-lingual candidates")
     if not lines or split_fields(lines[0]) != XLING_COLUMNS:
-        raise ValueError(f"{candidates_path}: expected the header {' '.join(XLING_COLUMNS)} "
+        raise DataError(f"{candidates_path}: expected the header {' '.join(XLING_COLUMNS)} "
                          "(XLING_ENG_FRA_candidates.tsv from data/eval/multisimlex/)")
     kept = []
     for lineno, line in enumerate(lines[1:], start=2):
@@ -151,13 +175,13 @@ def cross_lingual_pairs(candidates_path, max_abs_diff: float = 1.0) -> list[tupl
             continue
         fields = split_fields(line)
         if len(fields) != len(XLING_COLUMNS):
-            raise ValueError(f"{candidates_path}:{lineno}: expected {len(XLING_COLUMNS)} columns, "
+            raise DataError(f"{candidates_path}:{lineno}: expected {len(XLING_COLUMNS)} columns, "
                              f"got {len(fields)}")
         row = dict(zip(XLING_COLUMNS, fields))
         en, fr, mean, diff = (parse_float(row[c], candidates_path, lineno, c)
                               for c in ("eng_score", "fra_score", "mean_score", "abs_diff"))
         if abs(mean - (en + fr) / 2) > 1e-5 or abs(diff - abs(en - fr)) > 1e-5:
-            raise ValueError(f"{candidates_path}:{lineno}: mean_score/abs_diff disagree with the scores")
+            raise DataError(f"{candidates_path}:{lineno}: mean_score/abs_diff disagree with the scores")
         if diff <= max_abs_diff:
             kept.append((row["eng_word"], row["fra_word"], mean))
     return kept
@@ -175,10 +199,10 @@ def read_dictionary(path) -> dict[str, set[str]]:
         if not fields:
             continue
         if len(fields) != 2:
-            raise ValueError(f"{path}:{lineno}: expected `source target`, got {len(fields)} field(s)")
+            raise DataError(f"{path}:{lineno}: expected `source target`, got {len(fields)} field(s)")
         gold.setdefault(fields[0], set()).add(fields[1])
     if not gold:
-        raise ValueError(f"dictionary file {path} is empty")
+        raise DataError(f"dictionary file {path} is empty")
     return gold
 
 
@@ -192,13 +216,13 @@ def read_parallel(src_path, tgt_path, limit: int | None = None) -> tuple[list[st
     src = read_lines(src_path, "parallel source")
     tgt = read_lines(tgt_path, "parallel target")
     if len(src) != len(tgt):
-        raise ValueError(f"parallel files differ in length: {src_path} has {len(src)} lines, "
+        raise DataError(f"parallel files differ in length: {src_path} has {len(src)} lines, "
                          f"{tgt_path} has {len(tgt)}")
     for path, lines in ((src_path, src), (tgt_path, tgt)):
         for lineno, line in enumerate(lines, start=1):
             if not line.strip():
-                raise ValueError(f"{path}:{lineno}: empty line in a parallel file")
+                raise DataError(f"{path}:{lineno}: empty line in a parallel file")
     if not src:
-        raise ValueError(f"parallel files {src_path} and {tgt_path} are empty")
+        raise DataError(f"parallel files {src_path} and {tgt_path} are empty")
     n = len(src) if limit is None else min(limit, len(src))
     return [s.strip() for s in src[:n]], [t.strip() for t in tgt[:n]]

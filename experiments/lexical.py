@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from experiments import eval_data, metrics
+from model import is_backpack
 
 XLING_RULE = ("EN-FR pairs rebuilt from Multi-SimLex EN and FR: for each concept pair (a, b) the two "
               "mixed pairs (a_EN, b_FR) and (a_FR, b_EN), kept when |EN score - FR score| <= max_abs_diff "
@@ -39,10 +40,6 @@ MULTISIMLEX_FILES = {"en": "multisimlex_en", "fr": "multisimlex_fr", "en-fr": "x
 
 
 # ----------------------------------------------------------------------------- word vectors
-
-def is_backpack(model) -> bool:
-    return hasattr(model, "sense_vectors")
-
 
 def word_ids(tokenizer, word: str) -> list[int] | None:
     """The ids of a lower-cased word as it appears inside a sentence, or None when it is OOV (encodes

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from errors import warn
 from experiments.metrics import bits_per_byte, ppl
 from experiments.sentence import length_batches, pad, require_eval
 
@@ -51,11 +52,15 @@ def evaluate_perplexity(model, tokenizer, device, splits=('val', 'test'), langua
             if stats['tokens'] != sum(len(d) for d in docs) or stats['sentences'] != len(docs):
                 raise ValueError(f"{path} holds {sum(len(d) for d in docs)} tokens in {len(docs)} documents but "
                                  f"meta.json says {stats['tokens']} in {stats['sentences']}: stale files")
+            n_long = sum(len(d) > model.config.block_size + 1 for d in docs)
+            if n_long:
+                warn(f"{path.name}: {n_long} of {len(docs)} documents are longer than the context "
+                     f"({model.config.block_size} tokens): their later tokens are scored in a sliding window")
             sum_nll, tokens = document_nll(model, docs, device, batch_size, desc=f'perplexity {name}')
             results[name] = {'file': str(path), 'nll': sum_nll / tokens, 'sum_nll': sum_nll,
                              'ppl': ppl(sum_nll, tokens), 'bpb': bits_per_byte(sum_nll, stats['bytes']),
                              'tokens': tokens, 'bytes': stats['bytes'], 'documents': len(docs),
-                             'truncated': sum(len(d) > model.config.block_size + 1 for d in docs)}
+                             'truncated': n_long}
     return results
 
 
@@ -81,7 +86,7 @@ def document_nll(model, docs, device, batch_size, desc=None):
     """(sum of -ln p over every predicted token of every document, number of predicted tokens)."""
     rows = [row for doc in docs for row in scoring_rows(doc, model.config.block_size)]
     sum_nll, tokens = 0.0, 0
-    for batch in tqdm(length_batches([len(x) for x, _ in rows], batch_size), desc=desc, leave=False):
+    for batch in tqdm(length_batches([len(x) for x, _ in rows], batch_size), desc=desc, leave=False, disable=None):
         idx = pad([rows[r][0] for r in batch], 0).to(device)
         targets = pad([rows[r][1] for r in batch], -1).to(device)
         n = int((targets != -1).sum())

@@ -31,8 +31,13 @@ import torch
 
 from experiments import eval_data, lexical, metrics
 from experiments.word_classes import categorize
+from model import is_backpack
 
 SENSE_LABELS = [f"sense {i}" for i in range(16)]
+# The probe words, per language, whose senses are shown: the one definition (evaluate.py's sense
+# analysis and train.py's sense snapshots in training_log.json read it). Ambiguous words and
+# "parliament", a frequent Europarl word.
+PROBE_WORDS = {"en": ["bank", "right", "play", "parliament"], "fr": ["droit", "livre", "temps", "parlement"]}
 FUNCTION_CATEGORIES = ("article", "preposition", "pronoun", "auxiliary", "conjunction")
 GROUPS = {"punctuation": "punctuation", "number": "numbers", "content": "content",
           **{c: "function words" for c in FUNCTION_CATEGORIES}}
@@ -44,7 +49,7 @@ LABEL_RULE = ("For each sense l: the top_k tokens of E C(w)_l (EN/FR tokens only
 
 
 def require_backpack(model, what: str) -> None:
-    if not lexical.is_backpack(model):
+    if not is_backpack(model):
         raise TypeError(f"{what} needs a BackpackLM: {type(model).__name__} has no sense vectors "
                         "(for a Transformer, compare its input embeddings with experiments/lexical.py instead)")
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
+from errors import warn
 from experiments.eval_data import default_path, read_parallel
 from experiments.metrics import retrieval_scores
-from model import BackpackLM
+from model import is_backpack
 
 VECTOR_KINDS = {
     'hidden': "mean over the sentence's tokens (after its <lang> tag) of the final hidden state ln_f(h) "
@@ -69,7 +70,7 @@ def default_datasets(tokenizer):
 
 def vector_kinds(model):
     """The sentence vectors a model has: hidden, o (Backpack only), and the embedding baseline."""
-    return ['hidden', 'o', 'embedding'] if isinstance(model, BackpackLM) else ['hidden', 'embedding']
+    return ['hidden', 'o', 'embedding'] if is_backpack(model) else ['hidden', 'embedding']
 
 
 def sentence_vectors(model, tokenizer, sentences, lang, device, kind='hidden', batch_size=32):
@@ -77,7 +78,8 @@ def sentence_vectors(model, tokenizer, sentences, lang, device, kind='hidden', b
 
     Each sentence is encoded as `<lang> text` (no EOS); kind 'hidden', 'o' (Backpack only) or
     'embedding' is averaged over the text positions (see the module docstring). Sentences longer
-    than block_size - 1 tokens keep their first block_size - 1 tokens; n_truncated counts them.
+    than block_size - 1 tokens keep their first block_size - 1 tokens; n_truncated counts them (and a
+    one-line warning says so).
     A sentence with no tokens raises ValueError."""
     if kind not in VECTOR_KINDS:
         raise ValueError(f"unknown sentence vector kind {kind!r}; expected one of {list(VECTOR_KINDS)}")
@@ -98,6 +100,9 @@ def mean_states(model, tokenizer, sentences, lang, device, kinds, batch_size):
         if not ids:
             raise ValueError(f"sentence {i} ({sentences[i]!r}) has no tokens: cannot make a sentence vector")
     n_truncated = sum(len(ids) > max_text for ids in texts)
+    if n_truncated:
+        warn(f"{n_truncated} of {len(texts)} {lang} sentences are longer than the context ({max_text} tokens "
+             f"after the tag): their vectors use only their first {max_text} tokens")
     seqs = [[tokenizer.lang_id(lang)] + ids[:max_text] for ids in texts]
     E = model.input_embeddings()
     out = {kind: torch.empty(len(seqs), E.size(1)) for kind in kinds}

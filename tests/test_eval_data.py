@@ -120,3 +120,32 @@ def test_bad_dictionary_and_parallel_files(tmp_path):
     tgt.write_bytes(b"un\ndeux\ntr\xffis\n")
     with pytest.raises(ValueError, match="not valid UTF-8"):
         D.read_parallel(src, tgt)
+
+
+# Real files exported from spreadsheets are messier than the bundled ones: doubled tabs (empty
+# columns) between fields. A run of tabs is one separator; multi-word entries stay whole.
+@pytest.mark.parametrize("text, expected", [
+    ("old\t\tnew\t\t1.58\n", [("old", "new", 1.58)]),                                    # SimLex-999 layout
+    ("word1\tword2\tPOS\tSimLex999\nold\t\tnew\tA\t\t1.58\n", [("old", "new", 1.58)]),   # its full header
+    ("id\tword1\tword2\tpos\tscore\n1\tarm\t\tmuscle\tN\t0.692308\n",                    # Multi-SimLex layout
+     [("arm", "muscle", 0.692308)]),
+    ("dîner\t\tpetit déjeuner\t\t3.4\n", [("dîner", "petit déjeuner", 3.4)]),           # multi-word entry kept
+    ("cat\t \tdog\t1\n", [("cat", "dog", 1.0)]),                                         # a blank column too
+])
+def test_read_word_pairs_doubled_tabs(tmp_path, text, expected):
+    path = tmp_path / "pairs.tsv"
+    path.write_text(text, encoding="utf-8")
+    assert D.read_word_pairs(path) == [(w1, w2, pytest.approx(s)) for w1, w2, s in expected]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("old\t\t\t1.58\n", r"pairs\.tsv:1: expected `word1 word2 score`, got 2"),            # a word really missing
+    # word1 missing: without the header's column count, 'muscle' would be read as word1 and '0.69' as word2
+    ("word1\tword2\tscore\tid\tpos\n\tmuscle\t0.69\t1\tN\n", r"pairs\.tsv:2: 4 fields, the header has 5"),
+    ("old\t\tnew\t\t1.58\nsmart\t\tintelligent\t\tvery\n", r"pairs\.tsv:2: score 'very'"),
+])
+def test_read_word_pairs_still_refuses_malformed_tab_lines(tmp_path, text, message):
+    path = tmp_path / "pairs.tsv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(D.DataError, match=message):
+        D.read_word_pairs(path)

@@ -8,10 +8,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO
 
 PASSED = '✅ ALL CHECKS PASSED - READY FOR PAPER REPORTING'
+BELOW = re.compile(r'^sanity checks passed; (\d+) results below their baselines: (.*)$', re.M)
 
 
 def run(script, *args, cwd=REPO, timeout=600):
@@ -39,9 +41,75 @@ def test_full_evaluation_writes_everything_and_verify_passes(evaluated_backpack)
     assert results['sentence_similarity']['tatoeba']['hidden']['n'] == 40
     assert len(results['senses']['labels']) == results['model']['n_senses'] == 4
     assert set(results['word_similarity']) == {'en', 'fr', 'en-fr', 'simlex999'}
+    assert results['machine']['threads'] >= 1 and results['machine']['device'] == 'cpu'
     result = run('verify_evaluation.py', '--out_dir', out)
-    assert result.returncode == 0, result.stdout
-    assert PASSED in result.stdout and 'vs copy-the-source' in result.stdout  # baseline gaps are printed
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'vs copy-the-source' in result.stdout  # baseline gaps are printed
+    # a 60-iteration model does not beat copying the source: the paper banner must not be printed
+    # (it was, before), but a distinct line naming the results below their baselines
+    assert PASSED not in result.stdout
+    below = BELOW.search(result.stdout)
+    assert below and 'translation en-fr BLEU' in below.group(2), result.stdout
+    assert int(below.group(1)) == len(below.group(2).split('; '))
+    strict = run('verify_evaluation.py', '--out_dir', out, '--strict')
+    assert strict.returncode == 1 and BELOW.search(strict.stdout) and PASSED not in strict.stdout
+
+
+def beat_every_baseline(r):
+    """Edit a results dict so that every model number is above its baseline (values stay in range)."""
+    for t in r['translation'].values():
+        t['copy_baseline'].update(bleu=1.0, chrf=2.0)
+        t.update(bleu=30.0, chrf=50.0)
+    for w in r['word_similarity'].values():
+        w['spearman'].update(embedding=-0.5, mean_sense=0.5)
+    for b in r['bli'].values():
+        b['copy_p_at_1'] = 0.1
+        b['csls']['embedding']['p@1'], b['csls']['mean_sense']['p@1'] = 0.2, 0.4
+    for d in r['sentence_similarity'].values():
+        for kind, scores in d.items():
+            scores['p@1_x2y'] = 0.1 if kind == 'embedding' else 0.5
+
+
+def test_verify_banner_only_when_every_baseline_is_beaten(evaluated_backpack, tmp_path):
+    out = tmp_path / 'good'
+    shutil.copytree(evaluated_backpack, out)
+    path = out / 'evaluation_results.json'
+    results = json.loads(path.read_text())
+    beat_every_baseline(results)
+    path.write_text(json.dumps(results))
+    result = run('verify_evaluation.py', '--out_dir', out, '--strict')
+    assert result.returncode == 0 and PASSED in result.stdout and not BELOW.search(result.stdout), result.stdout
+    # one result at its baseline (a gap of 0 is not above it) is enough to withhold the banner
+    results['translation']['fr-en']['chrf'] = results['translation']['fr-en']['copy_baseline']['chrf']
+    path.write_text(json.dumps(results))
+    result = run('verify_evaluation.py', '--out_dir', out)
+    below = BELOW.search(result.stdout)
+    assert result.returncode == 0 and PASSED not in result.stdout
+    assert below and below.group(1) == '1' and below.group(2) == 'translation fr-en chrF (+0)', result.stdout
+
+
+def retrain_to_the_same_iteration(out):
+    """Replace best.pt by other weights with the same iteration, as retraining the model would."""
+    ckpt = torch.load(out / 'best.pt', weights_only=True)
+    ckpt['model']['transformer.wte.weight'][5] += 1.0
+    torch.save(ckpt, out / 'best.pt')
+
+
+def test_verify_refuses_results_of_a_changed_checkpoint(evaluated_backpack, tmp_path):
+    out = tmp_path / 'retrained'
+    shutil.copytree(evaluated_backpack, out)
+    results = json.loads((out / 'evaluation_results.json').read_text())
+    assert results['model']['checkpoint']['file'] == 'best.pt' and len(results['model']['checkpoint']['sha256']) == 64
+    retrain_to_the_same_iteration(out)
+    result = run('verify_evaluation.py', '--out_dir', out)
+    assert result.returncode == 1 and PASSED not in result.stdout
+    assert result.stderr.count('\n') == 1 and 'has changed since' in result.stderr, result.stderr
+    assert 'rerun run_full_evaluation.py' in result.stderr
+    # results that do not say which checkpoint they came from cannot be checked against it either
+    del results['model']['checkpoint']
+    (out / 'evaluation_results.json').write_text(json.dumps(results))
+    result = run('verify_evaluation.py', '--out_dir', out)
+    assert result.returncode == 1 and 'does not record which checkpoint' in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize('corrupt, message', [
@@ -122,3 +190,51 @@ def test_bad_inputs(evaluated_backpack, tmp_path):
     from evaluate import evaluate_multisimlex
     with pytest.raises(FileNotFoundError, match='nowhere.txt'):
         evaluate_multisimlex(model, tok, 'cpu', paths={'en': tmp_path / 'nowhere.txt'})
+
+
+def test_compare_models_does_not_reuse_results_of_a_retrained_model(evaluated_backpack, tmp_path, monkeypatch):
+    """The cache key is the checkpoint's content: retrained to the same iteration, it is evaluated again
+    (before, the iteration number matched and the old numbers were reused)."""
+    import compare_models
+    import evaluate
+    out = tmp_path / 'model'
+    shutil.copytree(evaluated_backpack, out)
+    settings = {'translation_samples': 12, 'beam_size': 1, 'sentence_pairs': 40}  # those of evaluated_backpack
+    calls = []
+    monkeypatch.setattr(evaluate, 'run_evaluations', lambda model, *a, **k: calls.append(model.info) or {'fresh': 1})
+    cached = compare_models.evaluated(out, 'cpu', settings)
+    assert not calls and cached['model']['iter_num'] == 60  # same checkpoint, same settings: reused
+    retrain_to_the_same_iteration(out)
+    assert compare_models.evaluated(out, 'cpu', settings) == {'fresh': 1}
+    assert len(calls) == 1 and calls[0]['iter_num'] == 60
+    assert calls[0]['checkpoint']['sha256'] != cached['model']['checkpoint']['sha256']
+
+
+def test_compare_marks_perplexity_not_comparable_across_tokenizers(evaluated_backpack):
+    import compare_models
+    backpack = json.loads((evaluated_backpack / 'evaluation_results.json').read_text())
+    other = json.loads(json.dumps(backpack))
+    other['model']['model_type'] = 'transformer'
+    rows = {name: delta for name, _, _, delta in compare_models.compare(backpack, other)[0]}
+    assert rows['ppl val_en'] == 0 and rows['bits/byte val_en'] == 0  # same tokenizer: every row compares
+    other['model']['tokenizer']['sha256'] = '0' * 64  # e.g. XLM-R against a trained BPE
+    rows = {name: delta for name, _, _, delta in compare_models.compare(backpack, other)[0]}
+    ppl = [name for name in rows if name.startswith('ppl ')]
+    assert len(ppl) == 4 and all(rows[name] == compare_models.NOT_COMPARABLE for name in ppl)
+    assert all(rows[name] == 0 for name in rows if name.startswith('bits/byte '))  # per byte: still compared
+    assert rows['BLEU en-fr'] == 0
+    row = compare_models.json_row('ppl val_en', 10.0, 20.0, compare_models.NOT_COMPARABLE)
+    assert row['delta'] is None and row['comparable'] is False
+
+
+def test_a_tokenizer_of_another_vocabulary_is_refused_in_one_line(evaluated_backpack):
+    """The model's token rows (model.n_tokens) and the tokenizer's ids must agree: checked once, where
+    every evaluate.* function resolves its tokenizer (before: a tensor size mismatch deep inside)."""
+    from errors import UserError
+    from evaluate import analyze_sense_vectors, load_model, load_tokenizer
+    model, _ = load_model(evaluated_backpack, 'cpu')
+    tok = load_tokenizer(evaluated_backpack)
+    tok.vocab_size += 5  # as a GPT-2 tokenizer against a model made for another one
+    with pytest.raises(UserError, match=f'the model has {model.n_tokens} token ids and the tokenizer '
+                                        f'{model.n_tokens + 5}'):
+        analyze_sense_vectors(model, tok, ['parliament'], 'cpu', verbose=False, labels=['x'] * 4)

@@ -140,3 +140,16 @@ def test_transformer_is_refused(tiny_transformer_dir):
                  lambda: senses.cross_lingual_sense_alignment(model, tok, "cpu")):
         with pytest.raises(TypeError, match="StandardTransformerLM has no sense vectors"):
             call()
+
+
+def test_probe_words_have_one_definition():
+    """experiments/senses.PROBE_WORDS is the only list of probe words: evaluate.py's sense analysis and
+    train.py's sense snapshots read it (they had one copy each, free to drift apart)."""
+    import evaluate
+    from conftest import REPO
+    assert evaluate.PROBE_WORDS is senses.PROBE_WORDS
+    assert set(senses.PROBE_WORDS) == {"en", "fr"} and all(senses.PROBE_WORDS.values())
+    copies = [str(p.relative_to(REPO)) for p in REPO.rglob("*.py") if ".venv" not in p.parts
+              and p.parent.name != "tests" and any(f"{q}livre{q}, {q}temps{q}" in p.read_text(encoding="utf-8")
+                                                   for q in "'\"")]
+    assert copies == ["experiments/senses.py"]

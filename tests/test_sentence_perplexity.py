@@ -170,3 +170,24 @@ def test_perplexity_on_a_whole_file_and_its_errors(transformer, small_eval_dir):
     small.meta['splits']['test_en']['tokens'] += 1
     with pytest.raises(ValueError, match='stale'):
         evaluate_perplexity(model, small, 'cpu', splits=('test',), languages=('en',))
+
+
+# ----------------------------------------------------------------------------------------------------
+# what evaluation crops is said in one line (issue 14, item 4)
+
+def test_cropped_sentences_and_long_documents_are_said_in_one_line(backpack, small_eval_dir, capsys):
+    model, tok = backpack
+    sentences = held_out_lines(tok, 'en', 6)
+    block = model.config.block_size
+    n_cut = sum(len(tok.encode(s)) > block - 1 for s in sentences)
+    assert n_cut > 0
+    sentence_vectors(model, tok, sentences, 'en', 'cpu', kind='hidden')
+    err = capsys.readouterr().err
+    assert err == (f"warning: {n_cut} of 6 en sentences are longer than the context ({block - 1} tokens after the "
+                   f"tag): their vectors use only their first {block - 1} tokens\n")
+    sentence_vectors(model, tok, ['Yes.'], 'en', 'cpu', kind='hidden')
+    assert capsys.readouterr().err == ''  # nothing cropped, nothing said
+    evaluate_perplexity(model, load_tokenizer(small_eval_dir), 'cpu', splits=('test',), languages=('fr',))
+    err = capsys.readouterr().err
+    assert err.startswith('warning: test_fr.bin: ') and err.count('\n') == 1
+    assert f'of 27 documents are longer than the context ({block} tokens)' in err and 'sliding window' in err
