@@ -68,6 +68,7 @@ Like nanoGPT, generate() does not switch train/eval mode: call model.eval() firs
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -579,7 +580,12 @@ def from_pretrained_backpack(path_or_name='stanfordnlp/backpack-gpt2', dropout=N
     runs. `dropout` overrides the checkpoint's resid_pdrop (e.g. for finetuning)."""
     directory = Path(path_or_name)
     if not directory.is_dir():
+        if not HUB_ID.fullmatch(str(path_or_name)):  # a path (/x, ./x, a/b/c), which no hub id looks like
+            raise FileNotFoundError(f"--pretrained_path {path_or_name}: no such directory (a local backpack-gpt2 "
+                                    f"is a directory with config.json and model.safetensors or pytorch_model.bin)")
         directory = _download(str(path_or_name))
+    if not (directory / 'config.json').is_file():
+        raise FileNotFoundError(f"{directory} has no config.json: not a Hugging Face backpack-gpt2 directory")
     hf = json.loads((directory / 'config.json').read_text())
     if hf.get('activation_function', 'gelu_new') != 'gelu_new' or hf.get('layer_norm_epsilon', 1e-5) != 1e-5 \
             or hf.get('n_inner') not in (None, 4 * hf.get('n_embd', 768)):
@@ -595,14 +601,18 @@ def from_pretrained_backpack(path_or_name='stanfordnlp/backpack-gpt2', dropout=N
     return model
 
 
+HUB_ID = re.compile(r'[\w][\w.-]*(/[\w][\w.-]*)?')  # 'name' or 'namespace/name', as the hub allows
+
+
 def _download(name):
     try:
         from huggingface_hub import snapshot_download
         return Path(snapshot_download(name, allow_patterns=['config.json', '*.safetensors', 'pytorch_model.bin']))
     except Exception as e:
         raise FileNotFoundError(
-            f"cannot get '{name}' from the Hugging Face hub ({type(e).__name__}); offline, pass a local "
-            f"directory with its config.json and model.safetensors or pytorch_model.bin instead") from None
+            f"cannot get '{name}' from the Hugging Face hub ({type(e).__name__}), and there is no local directory "
+            f"of that name; offline, pass a local directory with its config.json and model.safetensors or "
+            f"pytorch_model.bin instead") from None
 
 
 def _read_weights(directory):

@@ -17,9 +17,9 @@ python -m pip install -q -r requirements.txt
 step 2 "preparing the bundled Europarl sample (BPE 8k) in data/europarl_sample…"
 python data/europarl/prepare.py --language_pair en-fr --source sample --tokenizer bpe --vocab_size 8000 \
     --out_dir data/europarl_sample
-step 3 "training the tiny Backpack (out/tiny_backpack, about 3 minutes)…"
+step 3 "training the tiny Backpack (out/tiny_backpack, 3–6 minutes on 2 cores)…"
 python train.py --config train_europarl_tiny --model_type backpack --out_dir out/tiny_backpack --overwrite
-step 4 "training the tiny Transformer twin (out/tiny_transformer, about 2 minutes)…"
+step 4 "training the tiny Transformer twin (out/tiny_transformer, 2–3 minutes)…"
 python train.py --config train_europarl_tiny --model_type transformer --out_dir out/tiny_transformer --overwrite
 step 5 "evaluating the tiny Backpack…"
 python run_full_evaluation.py --out_dir out/tiny_backpack --device cpu --translation_samples 100

@@ -27,5 +27,5 @@ def machine(device='cpu'):
                     if line.startswith('model name')), cpu)
     device = str(device)
     return {'cpu': cpu, 'threads': torch.get_num_threads(), 'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'),
-            'torch': torch.__version__,
+            'torch': str(torch.__version__),  # a TorchVersion would not load with weights_only
             'device': torch.cuda.get_device_name(device) if device.startswith('cuda') else device}

@@ -317,3 +317,65 @@ def topk_overlap(a_ids, b_ids) -> float:
     if not a and not b:
         raise ValueError("topk_overlap of two empty id lists")
     return len(a & b) / len(a | b)
+
+
+# ----------------------------------------------------------------------------- uncertainty
+
+def bootstrap_ci(stat, n: int, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap confidence interval of a statistic over n items (test sentences, word
+    pairs, queries): stat(idx) is the statistic of the items idx (an int array, with repeats); it is
+    computed on n_resamples draws of n items with replacement (numpy default_rng(seed)), and the
+    interval is the (1 − level)/2 and (1 + level)/2 percentiles of those values (NaN draws, e.g. a
+    constant resample under Spearman, are left out and counted). Returns {'value' (on all items, idx =
+    0..n−1), 'low', 'high', 'level', 'n_resamples', 'seed', 'n', 'n_nan'}."""
+    if n < 2:
+        raise ValueError(f"a bootstrap needs at least 2 items, got {n}")
+    values = _resampled(stat, n, n_resamples, seed)
+    return _interval(float(stat(np.arange(n))), values, level, n_resamples, seed, n)
+
+
+def paired_bootstrap(stat_a, stat_b, n: int, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """The bootstrap interval of the difference stat_a − stat_b of two systems scored on the same n
+    items, each resample drawing the same items for both (paired). The difference is 'significant'
+    when the interval excludes 0. Returns bootstrap_ci's dict for the difference plus 'significant'."""
+    if n < 2:
+        raise ValueError(f"a bootstrap needs at least 2 items, got {n}")
+    diff = lambda idx: stat_a(idx) - stat_b(idx)  # noqa: E731
+    values = _resampled(diff, n, n_resamples, seed)
+    out = _interval(float(diff(np.arange(n))), values, level, n_resamples, seed, n)
+    out["significant"] = bool(out["low"] > 0 or out["high"] < 0)
+    return out
+
+
+def _resampled(stat, n, n_resamples, seed):
+    rng = np.random.default_rng(seed)
+    return np.array([stat(rng.integers(0, n, size=n)) for _ in range(n_resamples)], dtype=np.float64)
+
+
+def _interval(value, values, level, n_resamples, seed, n):
+    finite = values[~np.isnan(values)]
+    low, high = (np.percentile(finite, [50 * (1 - level), 50 * (1 + level)]) if len(finite) else (math.nan, math.nan))
+    return {"value": value, "low": float(low), "high": float(high), "level": level, "n_resamples": n_resamples,
+            "seed": seed, "n": n, "n_nan": int(len(values) - len(finite))}
+
+
+def mean_stat(values):
+    """stat(idx) = mean of values[idx]: for per-item scores (hits of a query, sentence accuracy)."""
+    values = np.asarray(values, dtype=np.float64)
+    return lambda idx: float(values[idx].mean())
+
+
+def spearman_stat(pred, gold):
+    """stat(idx) = Spearman ρ of the word pairs idx (NaN when a resample is constant)."""
+    pred, gold = np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64)
+    return lambda idx: spearman(pred[idx], gold[idx])["rho"]
+
+
+def corpus_stat(metric, hyps: list[str], refs: list[str]):
+    """stat(idx) = the corpus score (sacreBLEU BLEU() or CHRF() object) of the sentences idx. Each
+    sentence's sufficient statistics (n-gram matches and counts) are extracted once and summed per
+    resample, as sacreBLEU's own paired bootstrap does, so a resample costs no re-tokenisation; the
+    score of all sentences equals metric.corpus_score(hyps, [refs]).score."""
+    check_parallel(hyps, refs)
+    stats = np.asarray(metric._extract_corpus_statistics(list(hyps), [list(refs)]), dtype=np.float64)
+    return lambda idx: float(metric._compute_score_from_stats(list(stats[idx].sum(0))).score)

@@ -224,3 +224,48 @@ def test_top_columns_equals_a_stable_descending_sort_with_ties():
     scores = torch.randint(0, 4, (25, 40), generator=g).double()  # many ties
     for k in (1, 5, 40):
         assert torch.equal(top_columns(scores, k), torch.argsort(-scores, dim=1, stable=True)[:, :k])
+
+
+# ----------------------------------------------------------------------------- bootstrap intervals
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
+    hits = np.random.default_rng(1).random(1000) < 0.3
+    ci = M.bootstrap_ci(M.mean_stat(hits), len(hits))
+    half = 1.96 * math.sqrt(hits.mean() * (1 - hits.mean()) / len(hits))  # ≈ 0.028
+    assert ci['value'] == hits.mean() and ci['low'] < ci['value'] < ci['high']
+    assert ci['high'] - ci['low'] == pytest.approx(2 * half, rel=0.15)
+    assert ci == M.bootstrap_ci(M.mean_stat(hits), len(hits))  # a fixed seed: the same interval
+    assert ci != M.bootstrap_ci(M.mean_stat(hits), len(hits), seed=1)
+    assert (ci['n_resamples'], ci['level'], ci['n_nan']) == (1000, 0.95, 0)
+
+
+def test_paired_bootstrap_tells_a_real_difference_from_none():
+    rng = np.random.default_rng(0)
+    a = rng.random(300)
+    same = M.paired_bootstrap(M.mean_stat(a), M.mean_stat(a), 300)
+    assert same['low'] == same['high'] == 0 and not same['significant']
+    better = M.paired_bootstrap(M.mean_stat(a + 0.05), M.mean_stat(a), 300)
+    assert better['significant'] and better['low'] == pytest.approx(0.05) == better['high']
+    noisy = M.paired_bootstrap(M.mean_stat(a + rng.normal(0, 0.3, 300)), M.mean_stat(a), 300)
+    assert noisy['low'] < 0 < noisy['high'] and not noisy['significant']  # noise of mean 0: not significant
+
+
+def test_corpus_bleu_and_chrf_resampled_from_sentence_statistics():
+    hyps = ['the cat sat on the mat', 'a dog barked loudly', 'hello world', 'the parliament adopted it']
+    refs = ['the cat sat on a mat', 'the dog barked', 'hello there world', 'parliament adopted the text']
+    from sacrebleu.metrics import BLEU, CHRF
+    bleu, chrf = M.corpus_stat(BLEU(), hyps, refs), M.corpus_stat(CHRF(), hyps, refs)
+    assert bleu(np.arange(4)) == pytest.approx(M.corpus_bleu(hyps, refs)['score'], abs=1e-9)
+    assert chrf(np.arange(4)) == pytest.approx(M.corpus_chrf(hyps, refs)['score'], abs=1e-9)
+    idx = np.array([0, 0, 3, 1])  # a resample with a repeat is the corpus of those sentences
+    pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+    assert bleu(idx) == pytest.approx(M.corpus_bleu(pick(hyps), pick(refs))['score'], abs=1e-9)
+    assert chrf(idx) == pytest.approx(M.corpus_chrf(pick(hyps), pick(refs))['score'], abs=1e-9)
+
+
+def test_spearman_resamples_that_are_constant_are_left_out_and_counted():
+    pred, gold = [1.0, 2.0, 3.0], [1.0, 3.0, 2.0]
+    ci = M.bootstrap_ci(M.spearman_stat(pred, gold), 3, n_resamples=200)
+    assert 0 < ci['n_nan'] < 200 and -1 <= ci['low'] <= ci['high'] <= 1
+    with pytest.raises(ValueError):
+        M.bootstrap_ci(M.mean_stat([1.0]), 1)

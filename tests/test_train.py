@@ -337,3 +337,17 @@ def test_finetune_without_reachable_weights_is_one_line(gpt2_data_dir, tmp_path,
                    '--out_dir', tmp_path / 'x', check=False, timeout=120)
     assert result.returncode != 0 and 'offline, pass a local directory' in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize('path', ['{tmp}/nowhere/backpack-gpt2', './nowhere', 'a/b/c'])
+def test_a_missing_local_pretrained_path_is_named_not_sent_to_the_hub(path, gpt2_data_dir, tmp_path, monkeypatch):
+    """A path no hub id can look like (absolute, ./x, several slashes) is a missing directory, not a hub
+    failure; the hub is not even asked (its variables point nowhere)."""
+    monkeypatch.setenv('HF_ENDPOINT', 'http://127.0.0.1:9')
+    path = path.format(tmp=tmp_path)
+    result = train('--config', 'train_europarl_finetune', '--device', 'cpu', '--data_dir', gpt2_data_dir,
+                   '--out_dir', tmp_path / 'x', '--pretrained_path', path, check=False, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert f'--pretrained_path {path}: no such directory' in lines[0] and 'hub' not in lines[0]
+    assert not (tmp_path / 'x').exists()
