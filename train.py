@@ -69,6 +69,8 @@ scale_attn_by_inverse_layer_idx = False
 batch_size = 32              # sequences per micro-step (split across processes when accumulation cannot be)
 gradient_accumulation_steps = 1  # micro-steps per iteration in total over all processes
 max_iters = 50000
+max_minutes = 0.0            # wall-clock budget of the whole run (resumed segments and evaluations included):
+                             # past it, a last evaluation, ckpt.pt, and the run ends; 0 = none
 learning_rate = 3e-4
 weight_decay = 1e-1
 beta1 = 0.9
@@ -261,23 +263,25 @@ def probe_senses(model, tokenizer, dev):
     return result
 
 
-def record_losses(log, pending, world, dev, iter_num, ckpt_path):
-    """Move the per-iteration losses of `pending` (averaged over ranks) to the log; returns whether
-    any rank was asked to stop. The training loop's only host sync, and under DDP its only extra
-    collective: one all-reduce of the losses with the stop flag appended (a sum > 0 when any rank's is)."""
-    values = torch.stack([*pending, torch.tensor(float(_stop_requested), device=dev)])
+def record_losses(log, pending, world, dev, iter_num, ckpt_path, out_of_time=False):
+    """Move the per-iteration losses of `pending` (averaged over ranks) to the log; returns (whether
+    any rank was asked to stop, whether any rank is past the time budget). The training loop's only host
+    sync, and under DDP its only extra collective: one all-reduce of the losses with the two flags
+    appended (a sum > 0 when any rank's is set)."""
+    flags = torch.tensor([float(_stop_requested), float(out_of_time)], device=dev)
+    values = torch.cat([torch.stack(pending), flags]) if pending else flags
     pending.clear()
     if world > 1:
         dist.all_reduce(values)  # SUM: gloo has no AVG
         values /= world
-    *losses, stop = values.tolist()
+    *losses, stop, late = values.tolist()
     for i, v in enumerate(losses):
         if not math.isfinite(v):
             raise UserError(f"training loss is {v} at iter {iter_num - len(losses) + i + 1}; stopping without "
                             f"saving. The last good checkpoint ({ckpt_path}) is left intact; lower "
                             f"--learning_rate or set --grad_clip")
     log['train_loss'].extend(losses)
-    return stop > 0
+    return stop > 0, late > 0
 
 
 def save_resume_point(path, reason, model, optimizer, scaler, sampler, world, **state):
@@ -437,17 +441,19 @@ def main():
 
     # ---- the loop
     pending = []  # this log interval's losses, still on the device
-    saved_at, stopping = -1, False
+    saved_at, stopping, out_of_time = -1, False, False
     t0, t_interval, it_interval = time.time(), time.time(), iter_num
-    elapsed0 = log['evals'][-1]['elapsed_s'] if log['evals'] else 0.0
+    elapsed0 = log.get('elapsed_s', log['evals'][-1]['elapsed_s'] if log['evals'] else 0.0)  # earlier segments
     while True:
         if stopping or (not ddp and _stop_requested):
             stopping = True
             break
+        if not ddp:  # DDP ranks decide together, in record_losses at log_interval
+            out_of_time = out_of_time or (max_minutes > 0 and elapsed0 + time.time() - t0 >= 60 * max_minutes)
 
-        # evaluate, at an iteration boundary where every rank is
-        if iter_num % eval_interval == 0 and iter_num != evaluated_at:
-            stopping = record_losses(log, pending, world, dev, iter_num, ckpt_path)
+        # evaluate, at an iteration boundary where every rank is (and once more when the time is up)
+        if (iter_num % eval_interval == 0 or out_of_time) and iter_num != evaluated_at:
+            stopping, out_of_time = record_losses(log, pending, world, dev, iter_num, ckpt_path, out_of_time)
             if stopping:
                 break
             stats = estimate_loss(eval_model, eval_sources, dev, autocast, f"eval {iter_num}") if master else None
@@ -480,12 +486,13 @@ def main():
                     save_checkpoint(best_checkpoint(raw_model, iter_num=iter_num, val_loss=best_val_loss,
                                                     **run_info), best_path)
             if iter_num > 0 and (improved or always_save_checkpoint):
+                log['elapsed_s'] = elapsed0 + time.time() - t0
                 save_resume_point(ckpt_path, 'val improved' if improved else 'evaluation', raw_model, optimizer,
                                   scaler, train_batches, world, iter_num=iter_num, best_val_loss=best_val_loss,
                                   evaluated_at=evaluated_at, training_log=log, **run_info)
                 saved_at = iter_num
             t_interval, it_interval = time.time(), iter_num  # keep evaluation out of ms/iter
-        if iter_num >= max_iters or stopping:
+        if iter_num >= max_iters or stopping or out_of_time:
             break
 
         # one iteration: every rank draws the same global batch and trains on its slice of it
@@ -523,7 +530,8 @@ def main():
         iter_num += 1
 
         if iter_num % log_interval == 0 or iter_num == max_iters:
-            stopping = record_losses(log, pending, world, dev, iter_num, ckpt_path)  # DDP ranks agree here
+            late = max_minutes > 0 and elapsed0 + time.time() - t0 >= 60 * max_minutes
+            stopping, out_of_time = record_losses(log, pending, world, dev, iter_num, ckpt_path, late)  # ranks agree
             dt = (time.time() - t_interval) / max(1, iter_num - it_interval)
             t_interval, it_interval = time.time(), iter_num
             if master:
@@ -536,6 +544,7 @@ def main():
                       f"{tokens_per_iter / dt:,.0f} tok/s, {mfu}{memory}, eta {eta / 60:.1f} min", flush=True)
 
     record_losses(log, pending, world, dev, iter_num, ckpt_path)
+    log['elapsed_s'] = elapsed0 + time.time() - t0
     if saved_at != iter_num:
         save_resume_point(ckpt_path, 'interrupted by signal' if stopping else 'end of run', raw_model, optimizer,
                           scaler, train_batches, world, iter_num=iter_num, best_val_loss=best_val_loss,
@@ -545,6 +554,9 @@ def main():
         if stopping:
             print(f"stopped by signal at iter {iter_num}; continue with --init_from resume --out_dir {out_dir}")
         else:
+            if out_of_time:
+                print(f"time budget of {max_minutes:g} min reached at iter {iter_num} ({log['elapsed_s'] / 60:.1f} min "
+                      f"in all)")
             from experiments.plots import plot_loss_curves
             plot_loss_curves({model_type: log}, os.path.join(out_dir, 'loss_curve.png'))
     if ddp:

@@ -351,3 +351,25 @@ def test_a_missing_local_pretrained_path_is_named_not_sent_to_the_hub(path, gpt2
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert f'--pretrained_path {path}: no such directory' in lines[0] and 'hub' not in lines[0]
     assert not (tmp_path / 'x').exists()
+
+
+def test_a_time_budget_ends_the_run_with_an_evaluation_and_counts_resumed_segments(sample_data_dir, tmp_path):
+    """--max_minutes bounds the whole run's wall-clock (what equal-compute comparisons fix): past it the run
+    evaluates once more, saves ckpt.pt and ends; a resumed run counts the time already spent."""
+    out = tmp_path / 'budget'
+    common = [*TINY, '--data_dir', sample_data_dir, '--out_dir', out, '--max_iters', 100000,
+              '--lr_decay_iters', 100000, '--eval_interval', 100000]
+    result = train(*common, '--max_minutes', 0.1)
+    assert 'time budget of 0.1 min reached at iter' in result.stdout
+    log = read_log(out)
+    first_end = log['evals'][-1]['iter']
+    assert len(log['evals']) == 2 and first_end == len(log['train_loss']) > 0  # iteration 0 and the end
+    assert 6 <= log['elapsed_s'] < 30
+    ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
+    assert ckpt['iter_num'] == first_end and ckpt['evaluated_at'] == first_end
+    # resumed with its budget already spent: no iteration runs (the end was evaluated already)
+    result = train(*common, '--init_from', 'resume', '--max_minutes', 0.1)
+    assert read_log(out)['evals'][-1]['iter'] == first_end and len(read_log(out)['train_loss']) == first_end
+    result = train(*common, '--init_from', 'resume', '--max_minutes', 0.2)  # 6 more seconds
+    log = read_log(out)
+    assert log['evals'][-1]['iter'] > first_end and 12 <= log['elapsed_s'] < 60
