@@ -18,10 +18,13 @@ import argparse
 import json
 import math
 
+from sacrebleu.metrics import BLEU, CHRF
+
 import evaluate
 from checkpoint import checkpoint_path, save_json
 from errors import UserError, resolve_device, run_main
-from experiments import plots
+from experiments import metrics, plots
+from experiments.eval_data import read_parallel
 
 SENSES_SHOWN = 4  # senses per probe word in the printed summary (all are in comparison.json)
 
@@ -65,6 +68,54 @@ def compare(backpack, transformer):
     training = [(name, vb, vt, vb - vt) for name, vb, vt in training]
     own = [(name, value) for name, value in b.items() if name not in t]
     return params + training + shared, own
+
+
+def paired_differences(backpack, transformer):
+    """Backpack − Transformer on the same test items, with the 95 % paired bootstrap interval
+    (experiments.metrics.paired_bootstrap: 1,000 resamples, seed 0, the same items drawn for both models):
+    [{'metric', 'difference', 'low', 'high', 'significant'}], significant when the interval excludes 0.
+    Covers translation BLEU/chrF (resampling sentences), word similarity ρ (pairs), BLI P@1 with CSLS
+    (queries) and retrieval P@1 of the hidden state (queries), wherever both results hold the same items;
+    the Backpack is compared with both its mean sense and its embedding where it has both."""
+    rows = []
+
+    def add(name, stat_b, stat_t, n):
+        d = metrics.paired_bootstrap(stat_b, stat_t, n)
+        rows.append({'metric': name, 'difference': d['value'], 'low': d['low'], 'high': d['high'],
+                     'significant': d['significant'], 'n': n})
+
+    for direction, rb in backpack.get('translation', {}).items():
+        rt = transformer.get('translation', {}).get(direction)
+        if not rt or 'hypotheses' not in rb or 'hypotheses' not in rt or rb['n'] != rt['n']:
+            continue
+        _, refs = read_parallel(rb['src_file'], rb['ref_file'], limit=rb['n'])
+        for name, metric in (('BLEU', BLEU()), ('chrF', CHRF())):
+            add(f'{name} {direction}', metrics.corpus_stat(metric, rb['hypotheses'], refs),
+                metrics.corpus_stat(metric, rt['hypotheses'], refs), len(refs))
+    for dataset, rb in backpack.get('word_similarity', {}).items():
+        rt = transformer.get('word_similarity', {}).get(dataset, {})
+        if 'cosines' not in rb or rb.get('pairs') != rt.get('pairs'):
+            continue
+        for rep in ('mean_sense', 'embedding'):
+            add(f'Spearman {dataset}: Backpack {rep} − Transformer embedding',
+                metrics.spearman_stat(rb['cosines'][rep], rb['gold']),
+                metrics.spearman_stat(rt['cosines']['embedding'], rt['gold']), len(rb['gold']))
+    for direction, rb in backpack.get('bli', {}).items():
+        rt = transformer.get('bli', {}).get(direction, {})
+        if 'queries' not in rb or rb['queries'] != rt.get('queries'):
+            continue
+        for rep in ('mean_sense', 'embedding'):
+            hits_b, hits_t = rb['csls'][rep]['hits@1'], rt['csls']['embedding']['hits@1']
+            add(f'BLI {direction} CSLS P@1: Backpack {rep} − Transformer embedding', metrics.mean_stat(hits_b),
+                metrics.mean_stat(hits_t), len(hits_b))
+    for dataset, rb in backpack.get('sentence_similarity', {}).items():
+        hb, ht = rb.get('hidden', {}), transformer.get('sentence_similarity', {}).get(dataset, {}).get('hidden', {})
+        if 'hits_x2y' not in hb or 'hits_x2y' not in ht or hb['files'] != ht['files'] or hb['n'] != ht['n']:
+            continue
+        for way, label in (('x2y', 'en→fr'), ('y2x', 'fr→en')):
+            add(f'retrieval {dataset} hidden P@1 {label}', metrics.mean_stat(hb[f'hits_{way}']),
+                metrics.mean_stat(ht[f'hits_{way}']), hb['n'])
+    return rows
 
 
 def json_row(name, vb, vt, d):
@@ -133,6 +184,15 @@ def main(argv=None):
     lines += [f'| {name} | {fmt(vb)} | {fmt(vt)} | {fmt(d)} |' for name, vb, vt, d in rows]
     lines += ['', '## Backpack only', '', '| metric | Backpack |', '|---|---:|']
     lines += [f'| {name} | {fmt(v)} |' for name, v in own]
+    differences = paired_differences(backpack, transformer)
+    if not differences:
+        print("note: no paired differences: the results hold no per-item outputs on the same items (results from "
+              "before this version, or models with different tokenizers); rerun run_full_evaluation.py")
+    lines += ['', '## Paired differences with 95 % bootstrap intervals', '',
+              'Backpack − Transformer on the same items, 1,000 paired resamples (seed 0); significant when the '
+              'interval excludes 0.', '', '| metric | Δ | 95 % interval | significant | items |', '|---|---:|---:|:---:|---:|']
+    lines += [f"| {r['metric']} | {r['difference']:.4g} | [{r['low']:.4g}, {r['high']:.4g}] | "
+              f"{'yes' if r['significant'] else 'no'} | {r['n']:,} |" for r in differences]
     lines += [''] + sense_summary(backpack)
     logs = {}
     for label, out_dir in (('backpack', args.backpack_dir), ('transformer', args.transformer_dir)):
@@ -146,7 +206,7 @@ def main(argv=None):
     text = '\n'.join(lines)
     with open(os.path.join(output_dir, 'comparison.md'), 'w', encoding='utf-8') as f:
         f.write(text)
-    save_json({'settings': settings, 'rows': [json_row(*row) for row in rows],
+    save_json({'settings': settings, 'rows': [json_row(*row) for row in rows], 'paired_differences': differences,
                'backpack_only': dict(own), 'backpack': backpack, 'transformer': transformer},
               os.path.join(output_dir, 'comparison.json'))
     print(text)

@@ -49,16 +49,27 @@ class Checks:
             self.failures.append(message)
         return ok
 
+    def interval(self, ci, value, where):
+        """A bootstrap interval (experiments.metrics.bootstrap_ci) of `value` must be there and hold it."""
+        ok = isinstance(ci, dict) and abs(ci['value'] - value) <= 1e-9 * max(1.0, abs(value)) \
+            and ci['low'] - 1e-9 <= value <= ci['high'] + 1e-9
+        return self.check(ok, f'{where}: no 95 % interval holding the value {value!r} ({ci!r})')
+
     def in_range(self, value, lo, hi, where):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and lo <= value <= hi
         return self.check(ok, f'{where} = {value!r}, expected a finite number in [{lo}, {hi}]')
 
 
+PER_ITEM = ('hypotheses', 'hits_x2y', 'hits_y2x', 'hits@1', 'cosines', 'gold', 'pairs', 'queries')  # for pairing
+
+
 def numbers(obj, path=''):
-    """Every (path, number) leaf of a nested results dict (bools and strings skipped)."""
+    """Every (path, number) leaf of a nested results dict (bools and strings skipped; the per-item lists
+    kept for paired comparisons are not results, and are skipped too)."""
     if isinstance(obj, dict):
         for k, v in obj.items():
-            yield from numbers(v, f'{path}.{k}' if path else str(k))
+            if k not in PER_ITEM:
+                yield from numbers(v, f'{path}.{k}' if path else str(k))
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
             yield from numbers(v, f'{path}[{i}]')
@@ -110,23 +121,29 @@ def run_checks(results, out_dir, path):
             for stat in ('mean', 'median', 'min', 'max'):
                 c.in_range(r['sentence_bleu'][stat], 0, 100, f'translation.{direction}.sentence_bleu.{stat}')
             c.check(r['n'] == n_expected, f'translation.{direction}: n = {r["n"]}, requested {n_expected}')
+            for metric in ('bleu', 'chrf'):
+                c.interval(r.get(f'{metric}_ci'), r[metric], f'translation.{direction}.{metric}')
             c.check(r['n_empty'] == 0, f'translation.{direction}: {r["n_empty"]} of {r["n"]} translations are empty')
 
     for dataset, r in results.get('word_similarity', {}).items():
         c.check(r['n_covered'] > 0, f'word_similarity.{dataset}: no covered pair')
         for rep, rho in r['spearman'].items():
             c.in_range(rho, -1, 1, f'word_similarity.{dataset}.spearman.{rep}')
+            if not rep.startswith('sense_'):
+                c.interval(r.get('spearman_ci', {}).get(rep), rho, f'word_similarity.{dataset}.spearman.{rep}')
 
     for direction, r in results.get('bli', {}).items():
         for method in ('cosine', 'csls'):
             for rep, scores in r[method].items():
                 for k in ('p@1', 'p@5'):
                     c.in_range(scores[k], 0, 1, f'bli.{direction}.{method}.{rep}.{k}')
+                c.interval(scores.get('p@1_ci'), scores['p@1'], f'bli.{direction}.{method}.{rep}.p@1')
 
     for dataset, r in results.get('sentence_similarity', {}).items():
         for kind, scores in r.items():
             for k in ('p@1_x2y', 'p@1_y2x'):
                 c.in_range(scores[k], 0, 1, f'sentence_similarity.{dataset}.{kind}.{k}')
+                c.interval(scores.get(f'{k}_ci'), scores[k], f'sentence_similarity.{dataset}.{kind}.{k}')
             for k in ('mean_true_cos', 'mean_random_cos'):
                 c.in_range(scores[k], -1, 1, f'sentence_similarity.{dataset}.{kind}.{k}')
             available = len(read_parallel(scores['files']['en'], scores['files']['fr'])[0])

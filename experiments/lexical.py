@@ -132,7 +132,9 @@ def evaluate_word_similarity(model, tokenizer, device, pairs) -> dict:
     [(word1, word2, gold)], for every representation of the model (module docstring), over the
     pairs whose two words are covered.
 
-    Returns {'spearman': {rep: rho}, 'p_value': {rep: p}, 'n_pairs', 'n_covered', 'n_oov_pairs',
+    Returns {'spearman': {rep: rho}, 'p_value': {rep: p}, 'spearman_ci': {rep: bootstrap_ci over the
+    covered pairs} (every representation but the single senses), 'pairs', 'gold', 'cosines' (per
+    covered pair: what a paired comparison resamples), 'n_pairs', 'n_covered', 'n_oov_pairs',
     'oov_words' (sorted distinct OOV words), 'n_words' (distinct words), 'multi_piece_share'
     (fraction of the distinct covered words that are more than one piece), 'multi_piece_words'}.
     rho is nan when a representation gives every pair the same cosine. Fewer than 2 covered pairs
@@ -149,6 +151,11 @@ def evaluate_word_similarity(model, tokenizer, device, pairs) -> dict:
     multi = sorted(w for w, ids in covered.items() if len(ids) > 1)
     return {"spearman": {rep: s["rho"] for rep, s in scores.items()},
             "p_value": {rep: s["p"] for rep, s in scores.items()},
+            "spearman_ci": {rep: metrics.bootstrap_ci(metrics.spearman_stat(sims[rep], gold), len(gold))
+                            for rep in scores if not rep.startswith("sense_")},
+            # per covered pair, for paired comparisons of two models on the same pairs (compare_models)
+            "pairs": [[w1, w2] for w1, w2, _ in kept], "gold": gold,
+            "cosines": {rep: [float(c) for c in sims[rep]] for rep in scores if not rep.startswith("sense_")},
             "n_pairs": len(pairs), "n_covered": len(kept), "n_oov_pairs": len(pairs) - len(kept),
             "oov_words": oov, "n_words": len(covered) + len(oov),
             "multi_piece_share": len(multi) / len(covered), "multi_piece_words": multi}
@@ -263,13 +270,15 @@ def evaluate_bli(model, tokenizer, device, directions=("en-fr", "fr-en"), dictio
             for method, scores in (("cosine", metrics.cosine_matrix(S[t["rows"]], T)),
                                    ("csls", metrics.csls_scores(S, T, csls_k, t["rows"]))):
                 p = metrics.precision_at_k(scores, t["queries"], t["targets"], t["gold"])
-                results[direction][method][rep] = {"p@1": p["p@1"], "p@5": p["p@5"]}
+                results[direction][method][rep] = {"p@1": p["p@1"], "p@5": p["p@5"], "p@1_ci": p["p@1_ci"]}
+                if not rep.startswith("sense_"):  # the headline ones, for paired comparisons (compare_models)
+                    results[direction][method][rep]["hits@1"] = p["hits@1"]
             t["coverage"] = p
     for direction, t in tasks.items():
         p, targets = t["coverage"], set(t["targets"])
         n_identical = sum(q in t["gold"][q] and q in targets for q in t["queries"])
         results[direction].update(
-            dictionary=str(t["path"]), n_dictionary_words=p["n_gold"], n_queries=p["n_covered"],
+            dictionary=str(t["path"]), n_dictionary_words=p["n_gold"], n_queries=p["n_covered"], queries=t["queries"],
             coverage=p["n_covered"] / p["n_gold"], n_reachable=p["n_reachable"], n_identical=n_identical,
             copy_p_at_1=n_identical / p["n_covered"], n_candidates=len(t["targets"]),
             n_source_words=len(t["source"]), candidates=BLI_CANDIDATES, max_candidates=max_candidates, csls_k=csls_k)

@@ -56,18 +56,25 @@ def test_full_evaluation_writes_everything_and_verify_passes(evaluated_backpack)
 
 
 def beat_every_baseline(r):
-    """Edit a results dict so that every model number is above its baseline (values stay in range)."""
+    """Edit a results dict so that every model number is above its baseline (values stay in range, each
+    interval is moved with its value)."""
+    def set_(d, key, value, ci_key=None):
+        d[key] = value
+        d[ci_key or f'{key}_ci'].update(value=value, low=value, high=value)
+
     for t in r['translation'].values():
         t['copy_baseline'].update(bleu=1.0, chrf=2.0)
-        t.update(bleu=30.0, chrf=50.0)
+        set_(t, 'bleu', 30.0), set_(t, 'chrf', 50.0)
     for w in r['word_similarity'].values():
-        w['spearman'].update(embedding=-0.5, mean_sense=0.5)
+        for rep, rho in (('embedding', -0.5), ('mean_sense', 0.5)):
+            w['spearman'][rep] = rho
+            w['spearman_ci'][rep].update(value=rho, low=rho, high=rho)
     for b in r['bli'].values():
         b['copy_p_at_1'] = 0.1
-        b['csls']['embedding']['p@1'], b['csls']['mean_sense']['p@1'] = 0.2, 0.4
+        set_(b['csls']['embedding'], 'p@1', 0.2), set_(b['csls']['mean_sense'], 'p@1', 0.4)
     for d in r['sentence_similarity'].values():
         for kind, scores in d.items():
-            scores['p@1_x2y'] = 0.1 if kind == 'embedding' else 0.5
+            set_(scores, 'p@1_x2y', 0.1 if kind == 'embedding' else 0.5)
 
 
 def test_verify_banner_only_when_every_baseline_is_beaten(evaluated_backpack, tmp_path):
@@ -81,6 +88,7 @@ def test_verify_banner_only_when_every_baseline_is_beaten(evaluated_backpack, tm
     assert result.returncode == 0 and PASSED in result.stdout and not BELOW.search(result.stdout), result.stdout
     # one result at its baseline (a gap of 0 is not above it) is enough to withhold the banner
     results['translation']['fr-en']['chrf'] = results['translation']['fr-en']['copy_baseline']['chrf']
+    results['translation']['fr-en']['chrf_ci'].update(value=2.0, low=2.0, high=2.0)
     path.write_text(json.dumps(results))
     result = run('verify_evaluation.py', '--out_dir', out)
     below = BELOW.search(result.stdout)
@@ -120,6 +128,9 @@ def test_verify_refuses_results_of_a_changed_checkpoint(evaluated_backpack, tmp_
     (lambda r: r['senses']['labels'].pop(), 'senses: 3 labels for 4 senses'),
     (lambda r: r['senses']['probe_words']['words']['bank']['senses'][0]['top'][0].__setitem__('id', 0),
      'non-EN/FR tokens'),
+    (lambda r: r['translation']['en-fr'].pop('bleu_ci'), 'translation.en-fr.bleu: no 95 % interval'),
+    (lambda r: r['bli']['fr-en']['csls']['embedding']['p@1_ci'].__setitem__('high', -1.0),
+     'bli.fr-en.csls.embedding.p@1: no 95 % interval holding'),
 ])
 def test_verify_fails_on_a_bad_results_file(evaluated_backpack, tmp_path, corrupt, message):
     out = tmp_path / 'bad'
@@ -144,7 +155,17 @@ def test_compare_models_table(evaluated_backpack, tiny_transformer_dir, tmp_path
         assert row['delta'] == pytest.approx(row['backpack'] - row['transformer'])
     assert rows['params total']['backpack'] > rows['params total']['transformer']
     assert 'Spearman en mean_sense' in table['backpack_only']
+    # paired bootstrap differences on the same items: the delta of the table, inside its interval
+    paired = {row['metric']: row for row in table['paired_differences']}
+    for name in ('BLEU en-fr', 'chrF fr-en', 'Spearman en: Backpack embedding − Transformer embedding',
+                 'BLI en-fr CSLS P@1: Backpack mean_sense − Transformer embedding', 'retrieval tatoeba hidden P@1 en→fr'):
+        row = paired[name]
+        assert row['low'] <= row['difference'] + 1e-9 and row['difference'] <= row['high'] + 1e-9
+        assert row['significant'] == (row['low'] > 0 or row['high'] < 0)
+    assert paired['BLEU en-fr']['difference'] == pytest.approx(rows['BLEU en-fr']['delta'], abs=1e-6)
+    assert paired['BLEU en-fr']['n'] == 12 and paired['retrieval tatoeba hidden P@1 en→fr']['n'] == 40
     md = (tmp_path / 'comparison.md').read_text()
+    assert '## Paired differences with 95 % bootstrap intervals' in md
     assert '| metric | Backpack | Transformer | Δ (B − T) |' in md and 'sense 0:' in md
     assert (tmp_path / 'loss_curves.png').is_file()
 

@@ -157,8 +157,10 @@ def test_bli_finds_identical_translations_by_cosine_and_csls(tmp_path):
         for method in ("cosine", "csls"):
             scores = r[direction][method]
             assert list(scores) == ["sense_0", "sense_1", "mean_sense", "embedding"]
-            assert scores["sense_0"] == {"p@1": 1.0, "p@5": 1.0}
-            assert scores["embedding"] == {"p@1": 1.0, "p@5": 1.0}
+            for rep in ("sense_0", "embedding"):
+                assert (scores[rep]["p@1"], scores[rep]["p@5"]) == (1.0, 1.0)
+                ci = scores[rep]["p@1_ci"]  # every query a hit: every resample too
+                assert (ci["value"], ci["low"], ci["high"], ci["n"]) == (1.0, 1.0, 1.0, 3)
             assert scores["sense_1"]["p@1"] == 0.0 and scores["sense_1"]["p@5"] == 1.0  # 3 candidates
     t = lexical.evaluate_bli(transformer, tok, "cpu", dictionaries=dictionaries, csls_k=2)
     assert list(t["en-fr"]["cosine"]) == ["embedding"] and t["fr-en"]["csls"]["embedding"]["p@1"] == 1.0
@@ -186,6 +188,10 @@ def test_tiny_backpack_word_similarity_and_bli(tiny_backpack_dir):
         assert list(result["spearman"]) == lexical.representation_names(model, word_similarity=True)
         assert len(result["spearman"]) == k + 4
         assert all(-1 <= rho <= 1 for rho in result["spearman"].values())
+        assert set(result["spearman_ci"]) == {"sim_min", "flat", "mean_sense", "embedding"}
+        for rep, ci in result["spearman_ci"].items():  # the fast resample statistic is scipy's rho on all pairs
+            assert ci["value"] == pytest.approx(result["spearman"][rep], abs=1e-12)
+            assert ci["low"] <= ci["value"] <= ci["high"] and ci["n"] == result["n_covered"]
     assert r["en-fr"]["max_abs_diff"] == 1.0 and r["en-fr"]["n_pairs"] == 1516 and "mean" in r["en-fr"]["rule"]
     b = lexical.evaluate_bli(model, tok, "cpu", max_candidates=500)
     for direction in ("en-fr", "fr-en"):

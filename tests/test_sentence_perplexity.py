@@ -62,8 +62,9 @@ def test_sentence_vector_errors(transformer):
         sentence_vectors(model, tok, ['Yes.', ''], 'en', 'cpu')
 
 
-RETRIEVAL_KEYS = {'p@1_x2y', 'p@1_y2x', 'mean_true_cos', 'mean_random_cos', 'margin', 'n', 'vector', 'files',
-                  'truncated'}
+RETRIEVAL_KEYS = {'p@1_x2y', 'p@1_y2x', 'p@1_x2y_ci', 'p@1_y2x_ci', 'hits_x2y', 'hits_y2x', 'mean_true_cos',
+                  'mean_random_cos', 'margin',
+                  'n', 'vector', 'files', 'truncated'}
 
 
 def check_retrieval(entry, n):
@@ -72,6 +73,11 @@ def check_retrieval(entry, n):
     assert -1 <= entry['mean_random_cos'] <= 1 and -1 <= entry['mean_true_cos'] <= 1
     assert entry['margin'] == pytest.approx(entry['mean_true_cos'] - entry['mean_random_cos'])
     assert entry['vector'] and set(entry['truncated']) == {'en', 'fr'}
+    for way in ('x2y', 'y2x'):  # 95 % bootstrap interval over the n queries, around the value
+        ci = entry[f'p@1_{way}_ci']
+        assert ci['value'] == entry[f'p@1_{way}'] and 0 <= ci['low'] <= ci['value'] <= ci['high'] <= 1
+        assert (ci['n'], ci['n_resamples'], ci['level']) == (n, 1000, 0.95)
+        assert len(entry[f'hits_{way}']) == n and sum(entry[f'hits_{way}']) / n == entry[f'p@1_{way}']
 
 
 def test_evaluate_sentence_similarity(backpack, transformer, tmp_path):

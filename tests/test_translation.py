@@ -207,6 +207,11 @@ def test_evaluate_translation_accuracy_on_the_test_split(tiny):
         assert 0 <= r['truncated'] <= 8 and r['decoding'] == 'greedy'
         assert r['src_file'].endswith('test.' + direction[:2]) and r['ref_file'].endswith('test.' + direction[3:])
         assert len(r['examples']) == 3 and all(set(e) == {'src', 'ref', 'hyp'} for e in r['examples'])
+        assert len(r['hypotheses']) == 8 and r['hypotheses'][:3] == [e['hyp'] for e in r['examples']]
+        for key in ('bleu', 'chrf'):  # 95 % bootstrap interval over the 8 sentences, around the corpus score
+            ci = r[f'{key}_ci']
+            assert ci['value'] == pytest.approx(r[key], abs=1e-9) and ci['low'] <= r[key] + 1e-9 <= ci['high'] + 2e-9
+            assert (ci['n'], ci['n_resamples']) == (8, 1000)
     assert evaluate_translation_accuracy(model, tok, 'cpu', max_samples=8, n_examples=3) == results  # deterministic
     with pytest.raises(ValueError, match='direction'):
         evaluate_translation_accuracy(model, tok, 'cpu', max_samples=2, directions=('en-de',))
