@@ -70,14 +70,25 @@ def compare(backpack, transformer):
     return params + training + shared, own
 
 
+def same_texts(paths_a, paths_b):
+    """Whether two lists of files hold the same bytes, pairwise (each out_dir has its own copy of the
+    held-out test files, so paths differ where the sentences do not)."""
+    paths_a, paths_b = list(paths_a), list(paths_b)
+    return len(paths_a) == len(paths_b) and all(
+        os.path.isfile(a) and os.path.isfile(b) and evaluate.sha256_file(a) == evaluate.sha256_file(b)
+        for a, b in zip(paths_a, paths_b))
+
+
 def paired_differences(backpack, transformer):
     """Backpack − Transformer on the same test items, with the 95 % paired bootstrap interval
     (experiments.metrics.paired_bootstrap: 1,000 resamples, seed 0, the same items drawn for both models):
     [{'metric', 'difference', 'low', 'high', 'significant'}], significant when the interval excludes 0.
     Covers translation BLEU/chrF (resampling sentences), word similarity ρ (pairs), BLI P@1 with CSLS
     (queries) and retrieval P@1 of the hidden state (queries), wherever both results hold the same items;
-    the Backpack is compared with both its mean sense and its embedding where it has both."""
-    rows = []
+    the Backpack is compared with both its mean sense and its embedding where it has both. Returns
+    (rows, skipped): skipped names each evaluation whose per-item outputs the two results do not share
+    (results from before per-item outputs were kept, other tokenizers, other settings)."""
+    rows, skipped = [], []  # skipped: what the two results do not hold on the same items
 
     def add(name, stat_b, stat_t, n):
         d = metrics.paired_bootstrap(stat_b, stat_t, n)
@@ -86,7 +97,9 @@ def paired_differences(backpack, transformer):
 
     for direction, rb in backpack.get('translation', {}).items():
         rt = transformer.get('translation', {}).get(direction)
-        if not rt or 'hypotheses' not in rb or 'hypotheses' not in rt or rb['n'] != rt['n']:
+        if not rt or 'hypotheses' not in rb or 'hypotheses' not in rt or rb['n'] != rt['n'] \
+                or not same_texts([rb['ref_file']], [rt['ref_file']]):
+            skipped.append(f'translation {direction}')
             continue
         _, refs = read_parallel(rb['src_file'], rb['ref_file'], limit=rb['n'])
         for name, metric in (('BLEU', BLEU()), ('chrF', CHRF())):
@@ -95,6 +108,7 @@ def paired_differences(backpack, transformer):
     for dataset, rb in backpack.get('word_similarity', {}).items():
         rt = transformer.get('word_similarity', {}).get(dataset, {})
         if 'cosines' not in rb or rb.get('pairs') != rt.get('pairs'):
+            skipped.append(f'word similarity {dataset}')
             continue
         for rep in ('mean_sense', 'embedding'):
             add(f'Spearman {dataset}: Backpack {rep} − Transformer embedding',
@@ -103,6 +117,7 @@ def paired_differences(backpack, transformer):
     for direction, rb in backpack.get('bli', {}).items():
         rt = transformer.get('bli', {}).get(direction, {})
         if 'queries' not in rb or rb['queries'] != rt.get('queries'):
+            skipped.append(f'BLI {direction}')
             continue
         for rep in ('mean_sense', 'embedding'):
             hits_b, hits_t = rb['csls'][rep]['hits@1'], rt['csls']['embedding']['hits@1']
@@ -110,12 +125,14 @@ def paired_differences(backpack, transformer):
                 metrics.mean_stat(hits_t), len(hits_b))
     for dataset, rb in backpack.get('sentence_similarity', {}).items():
         hb, ht = rb.get('hidden', {}), transformer.get('sentence_similarity', {}).get(dataset, {}).get('hidden', {})
-        if 'hits_x2y' not in hb or 'hits_x2y' not in ht or hb['files'] != ht['files'] or hb['n'] != ht['n']:
+        if 'hits_x2y' not in hb or 'hits_x2y' not in ht or hb['n'] != ht['n'] \
+                or not same_texts(hb['files'].values(), ht['files'].values()):
+            skipped.append(f'retrieval {dataset}')
             continue
         for way, label in (('x2y', 'en→fr'), ('y2x', 'fr→en')):
             add(f'retrieval {dataset} hidden P@1 {label}', metrics.mean_stat(hb[f'hits_{way}']),
                 metrics.mean_stat(ht[f'hits_{way}']), hb['n'])
-    return rows
+    return rows, skipped
 
 
 def json_row(name, vb, vt, d):
@@ -184,15 +201,17 @@ def main(argv=None):
     lines += [f'| {name} | {fmt(vb)} | {fmt(vt)} | {fmt(d)} |' for name, vb, vt, d in rows]
     lines += ['', '## Backpack only', '', '| metric | Backpack |', '|---|---:|']
     lines += [f'| {name} | {fmt(v)} |' for name, v in own]
-    differences = paired_differences(backpack, transformer)
-    if not differences:
-        print("note: no paired differences: the results hold no per-item outputs on the same items (results from "
-              "before this version, or models with different tokenizers); rerun run_full_evaluation.py")
+    differences, skipped = paired_differences(backpack, transformer)
+    if skipped:
+        print(f"note: no paired difference for {', '.join(skipped)}: the two results do not hold per-item outputs "
+              f"on the same items (older results, other tokenizers or settings); rerun run_full_evaluation.py")
     lines += ['', '## Paired differences with 95 % bootstrap intervals', '',
               'Backpack − Transformer on the same items, 1,000 paired resamples (seed 0); significant when the '
               'interval excludes 0.', '', '| metric | Δ | 95 % interval | significant | items |', '|---|---:|---:|:---:|---:|']
     lines += [f"| {r['metric']} | {r['difference']:.4g} | [{r['low']:.4g}, {r['high']:.4g}] | "
               f"{'yes' if r['significant'] else 'no'} | {r['n']:,} |" for r in differences]
+    if skipped:
+        lines += ['', f"Not paired (the results do not share per-item outputs): {', '.join(skipped)}."]
     lines += [''] + sense_summary(backpack)
     logs = {}
     for label, out_dir in (('backpack', args.backpack_dir), ('transformer', args.transformer_dir)):
@@ -207,6 +226,7 @@ def main(argv=None):
     with open(os.path.join(output_dir, 'comparison.md'), 'w', encoding='utf-8') as f:
         f.write(text)
     save_json({'settings': settings, 'rows': [json_row(*row) for row in rows], 'paired_differences': differences,
+               'not_paired': skipped,
                'backpack_only': dict(own), 'backpack': backpack, 'transformer': transformer},
               os.path.join(output_dir, 'comparison.json'))
     print(text)

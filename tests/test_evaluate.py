@@ -157,6 +157,7 @@ def test_compare_models_table(evaluated_backpack, tiny_transformer_dir, tmp_path
     assert 'Spearman en mean_sense' in table['backpack_only']
     # paired bootstrap differences on the same items: the delta of the table, inside its interval
     paired = {row['metric']: row for row in table['paired_differences']}
+    assert table['not_paired'] == []  # both results come from this version, same tokenizer and settings
     for name in ('BLEU en-fr', 'chrF fr-en', 'Spearman en: Backpack embedding − Transformer embedding',
                  'BLI en-fr CSLS P@1: Backpack mean_sense − Transformer embedding', 'retrieval tatoeba hidden P@1 en→fr'):
         row = paired[name]
@@ -259,3 +260,25 @@ def test_a_tokenizer_of_another_vocabulary_is_refused_in_one_line(evaluated_back
     with pytest.raises(UserError, match=f'the model has {model.n_tokens} token ids and the tokenizer '
                                         f'{model.n_tokens + 5}'):
         analyze_sense_vectors(model, tok, ['parliament'], 'cpu', verbose=False, labels=['x'] * 4)
+
+
+def test_paired_differences_name_what_they_could_not_pair(tmp_path):
+    """Results without per-item outputs (older files) or on other items are not paired, and say so."""
+    import compare_models
+    for name, text in (('a.en', 'x\ny\n'), ('b.en', 'x\ny\n'), ('c.en', 'other\ny\n')):
+        (tmp_path / name).write_text(text)
+    files = lambda name: {'en': str(tmp_path / name)}  # noqa: E731  copies of the same test file in each out_dir
+    backpack = {'translation': {'en-fr': {'n': 2, 'hypotheses': ['a', 'b']}},
+                'sentence_similarity': {'tatoeba': {'hidden': {'n': 2, 'files': files('a.en'), 'hits_x2y': [1, 0],
+                                                               'hits_y2x': [1, 1]}},
+                                        'other': {'hidden': {'n': 2, 'files': files('a.en'), 'hits_x2y': [1, 0],
+                                                             'hits_y2x': [1, 1]}}}}
+    transformer = {'translation': {'en-fr': {'n': 2}},  # written before hypotheses were kept
+                   'sentence_similarity': {'tatoeba': {'hidden': {'n': 2, 'files': files('b.en'), 'hits_x2y': [0, 0],
+                                                                  'hits_y2x': [1, 1]}},
+                                           'other': {'hidden': {'n': 2, 'files': files('c.en'), 'hits_x2y': [0, 0],
+                                                                'hits_y2x': [1, 1]}}}}
+    rows, skipped = compare_models.paired_differences(backpack, transformer)
+    assert skipped == ['translation en-fr', 'retrieval other']  # other sentences: not paired
+    assert [r['metric'] for r in rows] == ['retrieval tatoeba hidden P@1 en→fr', 'retrieval tatoeba hidden P@1 fr→en']
+    assert rows[0]['difference'] == 0.5 and rows[1]['difference'] == 0.0 and not rows[1]['significant']
