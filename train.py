@@ -305,6 +305,9 @@ def main():
         raise UserError(f"--init_from {init_from!r}: expected scratch, resume or backpack-small")
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         raise UserError(f"--dtype {dtype!r}: expected auto, float32, bfloat16 or float16")
+    for key in ('eval_interval', 'eval_iters', 'log_interval', 'batch_size', 'gradient_accumulation_steps'):
+        if globals()[key] < 1:  # eval_iters 0 would report NaN losses, an interval of 0 divides by zero
+            raise UserError(f"--{key} {globals()[key]}: expected a positive integer")
     ckpt_path, best_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'best.pt')
     existing = [p for p in (ckpt_path, best_path) if os.path.isfile(p)]
     if init_from != 'resume' and existing and not overwrite:

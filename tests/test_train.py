@@ -139,6 +139,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_backpack_dir, sa
     (['--init_from', 'resume'], 'does not exist'),
     (['--init_from', 'backpack-small'], 'needs data prepared with the GPT-2 tokenizer'),
     (['--max_iters', 'ten'], '--max_iters: expected int'),
+    (['--eval_iters', '0'], '--eval_iters 0: expected a positive integer'),
     (['--device', 'gpu'], "unknown --device 'gpu'"),
     (['--device', 'cuda'] if not torch.cuda.is_available() else ['--device', 'cuda:99'], '--device cuda'),
 ])
