@@ -9,12 +9,15 @@ evaluation_results.json from run_full_evaluation.py is reused when it was made w
 from the same checkpoint, by content (sha256: a model retrained since, even to the same iteration, is
 evaluated again). When the two models use different tokenizers, per-token perplexities are not
 comparable: their rows are marked so and have no delta; bits per byte (per UTF-8 byte of the same text)
-is the comparable number. Writes comparison.md, comparison.json and loss_curves.png into --output_dir
+is the comparable number. Extra translation evaluations that both out_dirs hold as translation_<name>.json
+(`evaluate.py --translation --output`: another test set, beam search) are compared and paired too. Writes
+comparison.md, comparison.json and loss_curves.png into --output_dir
 (default: a `comparison` folder beside the Backpack's out_dir) and prints the table.
 """
 import system  # noqa: F401  (first: the OpenMP setting torch reads when it loads)
 import os
 import argparse
+import glob
 import json
 import math
 
@@ -135,6 +138,38 @@ def paired_differences(backpack, transformer):
     return rows, skipped
 
 
+def extra_translations(backpack_dir, transformer_dir):
+    """The translation_<name>.json files (evaluate.py --translation --output: other test sets, beam sizes) that
+    both out_dirs hold, computed from the checkpoints they hold now: {name: (backpack, transformer) results}, and
+    the names left out because one side is missing or stale."""
+    pairs, left_out = {}, []
+    for path in sorted(glob.glob(os.path.join(backpack_dir, 'translation_*.json'))):
+        name = os.path.basename(path)[len('translation_'):-len('.json')]
+        other = os.path.join(transformer_dir, os.path.basename(path))
+        results = [evaluate.read_results(f) for f in (path, other) if os.path.isfile(f)]
+        if len(results) < 2 or any(evaluate.stale_results(r, d) for r, d in zip(results, (backpack_dir, transformer_dir))) \
+                or results[0]['settings'] != results[1]['settings']:
+            left_out.append(name)
+            continue
+        pairs[name] = tuple(results)
+    return pairs, left_out
+
+
+def extra_rows(pairs):
+    """Table rows and paired differences of the extra translation evaluations, their names suffixed."""
+    rows, differences, skipped = [], [], []
+    for name, (rb, rt) in pairs.items():
+        for direction in rb['translation']:
+            for metric in ('bleu', 'chrf'):
+                vb, vt = rb['translation'][direction][metric], rt['translation'].get(direction, {}).get(metric)
+                if vt is not None:
+                    rows.append((f'{metric} {direction} ({name})', vb, vt, vb - vt))
+        d, s = paired_differences({'translation': rb['translation']}, {'translation': rt['translation']})
+        differences += [{**r, 'metric': f"{r['metric']} ({name})"} for r in d]
+        skipped += [f'{x} ({name})' for x in s]
+    return rows, differences, skipped
+
+
 def json_row(name, vb, vt, d):
     """A row of comparison.json; a row that is not comparable has delta None and 'comparable': false."""
     if d == NOT_COMPARABLE:
@@ -190,6 +225,12 @@ def main(argv=None):
         raise UserError(f"--backpack_dir holds a {backpack['model']['model_type']} and --transformer_dir a "
                         f"{transformer['model']['model_type']}")
     rows, own = compare(backpack, transformer)
+    extra, extra_left_out = extra_translations(args.backpack_dir, args.transformer_dir)
+    if extra_left_out:
+        print(f"note: not compared: translation_{{{','.join(extra_left_out)}}}.json (missing in one out_dir, computed "
+              f"from an older checkpoint, or with other settings)")
+    more_rows, more_differences, more_skipped = extra_rows(extra)
+    rows += more_rows
     if any(d == NOT_COMPARABLE for *_, d in rows):
         print(f"note: the two models use different tokenizers ({backpack['model']['tokenizer']['name']}; "
               f"{transformer['model']['tokenizer']['name']}): the per-token perplexity rows are not comparable, "
@@ -202,6 +243,7 @@ def main(argv=None):
     lines += ['', '## Backpack only', '', '| metric | Backpack |', '|---|---:|']
     lines += [f'| {name} | {fmt(v)} |' for name, v in own]
     differences, skipped = paired_differences(backpack, transformer)
+    differences, skipped = differences + more_differences, skipped + more_skipped
     if skipped:
         print(f"note: no paired difference for {', '.join(skipped)}: the two results do not hold per-item outputs "
               f"on the same items (older results, other tokenizers or settings); rerun run_full_evaluation.py")
@@ -226,7 +268,8 @@ def main(argv=None):
     with open(os.path.join(output_dir, 'comparison.md'), 'w', encoding='utf-8') as f:
         f.write(text)
     save_json({'settings': settings, 'rows': [json_row(*row) for row in rows], 'paired_differences': differences,
-               'not_paired': skipped,
+               'not_paired': skipped, 'extra_translations': {name: {'backpack': rb['settings'], 'transformer': rt['settings']}
+                                                           for name, (rb, rt) in extra.items()},
                'backpack_only': dict(own), 'backpack': backpack, 'transformer': transformer},
               os.path.join(output_dir, 'comparison.json'))
     print(text)

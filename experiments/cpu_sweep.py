@@ -60,18 +60,29 @@ def train(args, log_path, timeout):
     return proc.stdout
 
 
+def probe_ms_per_iter(name, args, probe_dir, log_path, probe_iters):
+    """Train probe_iters iterations with train.py args (evaluation off) and return the mean ms/iter after the
+    first log interval (which includes warm-up)."""
+    probe = train([*args, '--out_dir', probe_dir, '--max_iters', probe_iters, '--eval_interval', 10 ** 9,
+                   '--eval_iters', 1], log_path, timeout=600)
+    times = [float(ms) for ms in MS_PER_ITER.findall(probe)][1:]
+    if not times:
+        raise UserError(f"{name}: the probe printed no ms/iter line; raise --probe_iters above the log_interval")
+    return sum(times) / len(times)
+
+
+def fitted_iters(ms_per_iter, minutes, evals=5):
+    """The iterations that fit in the budget: it also pays for ~`evals` evaluations of 4 splits x eval_iters
+    batches, each about a forward pass, hence the 10 % margin; --max_minutes stays the hard stop."""
+    return max(10, int(60_000 * minutes / ms_per_iter * 0.9))
+
+
 def run_candidate(name, data_dir, settings, model_type, minutes, probe_iters, work, out):
     """Probe the speed, then train for the budget; returns the sweep row."""
     run_dir = work / f'{name}-{model_type}'
     common = [*BASE, '--model_type', model_type, '--data_dir', data_dir, *args_of(settings), '--overwrite']
-    probe = train([*common, '--out_dir', run_dir / 'probe', '--max_iters', probe_iters, '--eval_interval', 10 ** 9,
-                   '--eval_iters', 1], out / f'{name}-{model_type}.probe.log', timeout=600)
-    times = [float(ms) for ms in MS_PER_ITER.findall(probe)][1:]  # the first interval includes warm-up
-    if not times:
-        raise UserError(f"{name}: the probe printed no ms/iter line; raise --probe_iters above the log_interval")
-    ms = sum(times) / len(times)
-    # the budget also pays for ~5 evaluations of 4 splits x eval_iters batches, each about a forward pass
-    iters = max(10, int(60_000 * minutes / ms * 0.9))
+    ms = probe_ms_per_iter(name, common, run_dir / 'probe', out / f'{name}-{model_type}.probe.log', probe_iters)
+    iters = fitted_iters(ms, minutes)
     eval_interval = max(1, iters // 5)
     started = time.time()
     train([*common, '--out_dir', run_dir, '--max_iters', iters, '--lr_decay_iters', iters,
