@@ -8,19 +8,22 @@ the numbers come from), out_dir/evaluation_report.md
 (the headline table, translation examples, sense labels), out_dir/sense_labels.json (Backpack) and PNGs:
 loss_curve.png (from training_log.json), senses_<word>.png (senses x top words) and
 alpha_en.png / alpha_fr.png (the contextualization weights over an English and a French test sentence).
+The sense interventions of experiments/interventions.py (gender bias, topic control, false friends; for a
+Transformer, their baselines) run too, into 'interventions' and a report section (--interventions none: skip).
 Check the results with verify_evaluation.py.
 """
 import system  # noqa: F401  (first: the OpenMP setting torch reads when it loads)
 import os
 import argparse
 import json
+import time
 
 import torch
 
 import evaluate
 from checkpoint import save_json
 from errors import resolve_device, run_main
-from experiments import plots
+from experiments import interventions, plots
 
 HEATMAP_WORDS = {'en': 'parliament', 'fr': 'droit'}
 
@@ -51,7 +54,7 @@ def figures(model, tok, results, out_dir, device):
     for lang in ('en', 'fr'):
         with open(os.path.join(out_dir, f'test.{lang}'), encoding='utf-8') as f:
             sentence = next(line.strip() for line in f if 6 <= len(line.split()) <= 14)
-        ids = [tok.lang_id(lang)] + tok.encode(sentence)
+        ids = ([tok.lang_id(lang)] + tok.encode(sentence))[:model.config.block_size]  # a short context crops it
         with torch.no_grad():
             alpha = model.contextualization(torch.tensor([ids], device=device))[0].float().cpu().numpy()
         name = f'alpha_{lang}.png'
@@ -76,6 +79,8 @@ def report(results, pngs):
         lines += [f"| {s['index']} | {s['label']} | {s['language_skew']['en']:.2f} | {s['entropy']:.2f} |"
                   for s in results['senses']['labels']]
         lines.append('')
+    if 'interventions' in results:
+        lines += interventions.report_lines(results['interventions'])
     lines += ['## Figures', ''] + [f'![{png}]({png})' for png in pngs]
     lines += ['', f"Timing (s): {json.dumps(results['timing_s'])}"]
     return '\n'.join(lines) + '\n'
@@ -88,6 +93,8 @@ def main(argv=None):
     p.add_argument('--translation_samples', type=int, default=200, help='test pairs per direction (0 = all)')
     p.add_argument('--beam_size', type=int, default=1)
     p.add_argument('--sentence_pairs', type=int, default=1000)
+    p.add_argument('--interventions', default='all', choices=('all', 'none', *interventions.EXPERIMENTS),
+                   help='the sense interventions to run (experiments/interventions.py, default settings)')
     args = p.parse_args(argv)
 
     args.device = resolve_device(args.device)
@@ -96,6 +103,12 @@ def main(argv=None):
     results = evaluate.run_evaluations(model, tok, args.device, translation_samples=args.translation_samples or None,
                                        beam_size=args.beam_size, sentence_pairs=args.sentence_pairs,
                                        out_dir=args.out_dir)
+    which = {'all': interventions.EXPERIMENTS, 'none': ()}.get(args.interventions, (args.interventions,))
+    if which:
+        t0 = time.time()
+        results['interventions'] = interventions.run_interventions(model, tok, args.device, which)
+        results['settings']['interventions'] = list(which)
+        results['timing_s']['interventions'] = round(time.time() - t0, 2)
     pngs = figures(model, tok, results, args.out_dir, args.device)
     save_json(evaluate.to_json(results), os.path.join(args.out_dir, 'evaluation_results.json'))
     with open(os.path.join(args.out_dir, 'evaluation_report.md'), 'w', encoding='utf-8') as f:

@@ -19,6 +19,7 @@ ranks with accumulation A/N compute what one process with accumulation A does (t
 """
 import system  # first: the OpenMP setting torch reads when it loads
 import os
+import importlib.util
 import math
 import shutil
 import signal
@@ -54,6 +55,11 @@ eval_interval = 500
 eval_iters = 200             # batches per split at each evaluation (train, val, val_en, val_fr)
 log_interval = 10            # also how often DDP ranks sync their losses and stop flags
 always_save_checkpoint = True  # write ckpt.pt at every evaluation; False: only when val improves
+# experiment tracking of the evaluations, nanoGPT's keys (optional extras: pip install wandb / tensorboard)
+wandb_log = False            # Weights & Biases; WANDB_MODE=offline writes the run under out_dir/wandb
+wandb_project = 'backpack-europarl'
+wandb_run_name = ''          # '' = the name of out_dir
+tensorboard_log = False      # TensorBoard event files in out_dir/tensorboard
 # model
 model_type = 'backpack'      # 'backpack' | 'transformer'
 block_size = 512
@@ -111,6 +117,21 @@ PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'A10G': 125e12, 'L
 def describe_keys(keys):
     return 'train.py settings (defaults; set with --key value or a config/ file):\n' + '\n'.join(
         f'  --{k} {globals()[k]!r}' for k in keys)
+
+
+TOKENIZER_PROBES = ('Thank you, Mr President. The debate is closed.',
+                    "Je déclare reprise la session du Parlement européen, l'ordre du jour appelle le débat.")
+
+
+def same_tokenizer(path, tokenizer):
+    """Whether the tokenizer.json at path (an export_hf.py export) gives tokenizer's ids: the same language tags
+    and end-of-document ids and the same pieces for an English and a French sentence."""
+    import tokenizers
+    other = tokenizers.Tokenizer.from_file(path)
+    tags = all(other.token_to_id(name) == tokenizer.lang_id(lang) for lang, name in (('en', '<en>'), ('fr', '<fr>')))
+    eos = other.token_to_id(tokenizer.meta['tokenizer']['eos_token']) == tokenizer.eos_id
+    return tags and eos and all(other.encode(text, add_special_tokens=False).ids == tokenizer.encode(text)
+                                for text in TOKENIZER_PROBES)
 
 
 def resolve_data_dir(name):
@@ -284,6 +305,26 @@ def record_losses(log, pending, world, dev, iter_num, ckpt_path, out_of_time=Fal
     return stop > 0, late > 0
 
 
+def open_trackers(config):
+    """nanoGPT's wandb run and/or a TensorBoard writer (rank 0), as the settings ask: (log(metrics), close())
+    pairs, metrics being one evaluation's dict with its 'iter'."""
+    trackers = []
+    if wandb_log:
+        import wandb
+        run = wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(os.path.abspath(out_dir)),
+                         config=config, dir=out_dir)
+        trackers.append((run.log, run.finish))
+    if tensorboard_log:
+        from torch.utils.tensorboard import SummaryWriter
+        tb_dir = os.path.join(out_dir, 'tensorboard')
+        if init_from != 'resume':  # a new run replaces the old run's curves, as it replaces its checkpoints
+            shutil.rmtree(tb_dir, ignore_errors=True)
+        writer = SummaryWriter(tb_dir)
+        trackers.append((lambda metrics: [writer.add_scalar(k, v, metrics['iter']) for k, v in metrics.items()
+                                          if k != 'iter'], writer.close))
+    return trackers
+
+
 def save_resume_point(path, reason, model, optimizer, scaler, sampler, world, **state):
     """Write ckpt.pt (rank 0) with every rank's RNG states: a collective, so every rank calls it."""
     rng = gather_rng_states(sampler.state_dict(), world)
@@ -313,6 +354,13 @@ def main():
     if init_from != 'resume' and existing and not overwrite:
         raise UserError(f"there is already {' and '.join(existing)}: continue that run with --init_from resume, "
                         f"train into another --out_dir, or pass --overwrite to replace it")
+    missing = [pkg for pkg in ('wandb', 'tensorboard')
+               if globals()[f'{pkg}_log'] and importlib.util.find_spec(pkg) is None]
+    if missing:  # optional extras: say so before any work
+        one = len(missing) == 1
+        raise UserError(f"{' and '.join(f'--{pkg}_log' for pkg in missing)} need{'s' * one} {' and '.join(missing)}, "
+                        f"which {'is' if one else 'are'} not installed: pip install {' '.join(missing)}, or drop "
+                        f"the flag{'' if one else 's'}")
 
     # ---- processes, device, precision
     ddp = int(os.environ.get('RANK', -1)) != -1
@@ -364,7 +412,12 @@ def main():
     elif init_from == 'backpack-small':
         if model_type != 'backpack':
             raise UserError("--init_from backpack-small loads a Backpack; use --model_type backpack")
-        if meta['tokenizer']['type'] != 'gpt2':
+        exported = os.path.join(pretrained_path, 'tokenizer.json')
+        if os.path.isfile(exported):  # an export_hf.py directory: its own tokenizer, which the data must share
+            if not same_tokenizer(exported, tokenizer):
+                raise UserError(f"--init_from backpack-small: {pretrained_path} was trained with another tokenizer "
+                                f"than the data in {data_path}; prepare the data with its tokenizer")
+        elif meta['tokenizer']['type'] != 'gpt2':
             raise UserError(f"--init_from backpack-small needs data prepared with the GPT-2 tokenizer "
                             f"(backpack-gpt2's vocabulary), but {data_path} uses {meta['tokenizer']['type']!r}; "
                             f"run data/europarl/prepare.py --tokenizer gpt2 --out_dir data/europarl_gpt2")
@@ -435,6 +488,7 @@ def main():
               f"evaluation every {eval_interval} iterations on 4 splits x {eval_iters} batches", flush=True)
         if batch_note:
             print(f"note: {batch_note}")
+    trackers = open_trackers(config) if master else []
 
     tokens_per_iter = world * accum * micro_batch * block_size
     peak = peak_flops or next((v for k, v in PEAK_FLOPS.items()
@@ -444,6 +498,7 @@ def main():
 
     # ---- the loop
     pending = []  # this log interval's losses, still on the device
+    last_mfu = None  # percent, of the last log interval (known GPUs only)
     saved_at, stopping, out_of_time = -1, False, False
     t0, t_interval, it_interval = time.time(), time.time(), iter_num
     elapsed0 = log.get('elapsed_s', log['evals'][-1]['elapsed_s'] if log['evals'] else 0.0)  # earlier segments
@@ -485,6 +540,12 @@ def main():
                       f"val_en ppl {stats['val_en_ppl']:.2f} bpb {stats['val_en_bpb']:.3f} | "
                       f"val_fr ppl {stats['val_fr_ppl']:.2f} bpb {stats['val_fr_bpb']:.3f}", flush=True)
                 save_json(log, os.path.join(out_dir, 'training_log.json'))
+                metrics = {'iter': iter_num, 'train/loss': stats['train'], 'val/loss': stats['val'],
+                           'lr': get_lr(iter_num), **{f'val_{lang}/{key}': stats[f'val_{lang}{suffix}']
+                                                      for lang in ('en', 'fr') for key, suffix in
+                                                      (('loss', ''), ('ppl', '_ppl'), ('bpb', '_bpb'))}}
+                for log_metrics, _ in trackers:
+                    log_metrics(metrics if last_mfu is None else {**metrics, 'mfu': last_mfu})
                 if improved:
                     save_checkpoint(best_checkpoint(raw_model, iter_num=iter_num, val_loss=best_val_loss,
                                                     **run_info), best_path)
@@ -538,8 +599,8 @@ def main():
             dt = (time.time() - t_interval) / max(1, iter_num - it_interval)
             t_interval, it_interval = time.time(), iter_num
             if master:
-                mfu = f"mfu {100 * train_flops_per_iter / dt / peak:.1f}%" if peak else \
-                    f"{train_flops_per_iter / dt / 1e12:.2f} TFLOP/s"
+                last_mfu = 100 * train_flops_per_iter / dt / peak if peak else None
+                mfu = f"mfu {last_mfu:.1f}%" if peak else f"{train_flops_per_iter / dt / 1e12:.2f} TFLOP/s"
                 eta = (max_iters - iter_num) * dt
                 memory = f", peak memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" \
                     if device_type == 'cuda' else ''
@@ -554,6 +615,8 @@ def main():
                           evaluated_at=evaluated_at, training_log=log, **run_info)
     if master:
         save_json(log, os.path.join(out_dir, 'training_log.json'))
+        for _, close in trackers:
+            close()
         if stopping:
             print(f"stopped by signal at iter {iter_num}; continue with --init_from resume --out_dir {out_dir}")
         else:

@@ -11,6 +11,9 @@ and SECTIONS maps NAME to the function that writes it from results/<NAME>/:
     quickstart   results/quickstart/{backpack,transformer}/evaluation_results.json and run.json, copied
                  from a run of quickstart.sh (out/tiny_backpack, out/tiny_transformer) by
                  `python experiments/readme_tables.py --collect quickstart`.
+    cpu_reference  results/cpu_reference/{backpack,transformer[,transformer_wide]}/ (evaluation_results.json,
+                 translation_*.json, training_log.json), comparison/comparison.json, plan.json and run.json,
+                 written by `python experiments/cpu_reference.py`; and the quick start's Backpack as the smoke run.
 """
 import argparse
 import json
@@ -113,7 +116,112 @@ def sense_label_summary(labels):
             f"model itself): " + '; '.join(parts) + '.')
 
 
-SECTIONS = {'quickstart': quickstart}
+def with_ci(value, ci, fmt='{:.3f}'):
+    """`value [low, high]`, the 95 % bootstrap interval beside the number."""
+    if ci is None:
+        return fmt.format(value)
+    return f"{fmt.format(value)} [{fmt.format(ci['low'])}, {fmt.format(ci['high'])}]"
+
+
+REFERENCE_MODELS = {'backpack': 'Backpack', 'transformer': 'Transformer twin', 'transformer_wide': 'Transformer, wide'}
+
+
+def cpu_reference(results_dir):
+    """The reference experiment's table: each model of results/cpu_reference (from experiments/cpu_reference.py)
+    with 95 % bootstrap intervals, the quick start's Backpack (the smoke run) where the metric does not depend on
+    the tokenizer, the baselines; then the paired Backpack − Transformer differences."""
+    run = read_json(results_dir / 'run.json')
+    models = [m for m in REFERENCE_MODELS if (results_dir / m / 'evaluation_results.json').is_file()]
+    if 'backpack' not in models or 'transformer' not in models:
+        raise MissingFileError(f"{results_dir} lacks the Backpack's or the twin's evaluation_results.json: run "
+                               f"python experiments/cpu_reference.py first")
+    res = {m: read_json(results_dir / m / 'evaluation_results.json') for m in models}
+    logs = {m: read_json(results_dir / m / 'training_log.json') for m in models}
+    extra = {m: {p.stem[len('translation_'):]: read_json(p) for p in sorted((results_dir / m).glob('translation_*.json'))}
+             for m in models}
+    smoke = read_json(REPO / 'results' / 'quickstart' / 'backpack' / 'evaluation_results.json')
+    b = res['backpack']
+    rows = []
+
+    def row(name, get, baseline='', smoke_value=None):
+        cells = []
+        for m in models:
+            try:
+                cells.append(get(m, res[m]))
+            except KeyError:
+                cells.append('')
+        rows.append((name, cells, smoke_value if smoke_value is not None else '', baseline))
+
+    for lang in ('en', 'fr'):
+        row(f'bits/byte val {lang.upper()}', lambda m, r: f"{r['perplexity'][f'val_{lang}']['bpb']:.3f}",
+            smoke_value=f"{smoke['perplexity'][f'val_{lang}']['bpb']:.3f}")
+    for lang in ('en', 'fr'):
+        row(f'PPL test {lang.upper()} (same tokenizer)', lambda m, r: f"{r['perplexity'][f'test_{lang}']['ppl']:.1f}")
+    n = b['translation']['en-fr']['n']
+    for direction in ('en-fr', 'fr-en'):
+        arrow = direction.replace('-', '→')
+        copy = b['translation'][direction]['copy_baseline']
+        row(f'BLEU {arrow}, Europarl test ({n}), greedy',
+            lambda m, r: with_ci(r['translation'][direction]['bleu'], r['translation'][direction].get('bleu_ci'), '{:.2f}'),
+            f"copy source {copy['bleu']:.2f}")
+        row(f'chrF {arrow}, Europarl test, greedy',
+            lambda m, r: with_ci(r['translation'][direction]['chrf'], r['translation'][direction].get('chrf_ci'), '{:.1f}'),
+            f"copy source {copy['chrf']:.1f}")
+    for name in extra['backpack']:
+        set_name, beam = name.rsplit('_beam', 1)
+        for direction in ('en-fr', 'fr-en'):
+            first = extra['backpack'][name]['translation'][direction]
+            row(f"BLEU {direction.replace('-', '→')}, {set_name} ({first['n']}), beam {beam}",
+                lambda m, r: with_ci(extra[m][name]['translation'][direction]['bleu'],
+                                     extra[m][name]['translation'][direction].get('bleu_ci'), '{:.2f}'),
+                f"copy source {first['copy_baseline']['bleu']:.2f}")
+    for key, label in (('en', 'Multi-SimLex EN'), ('fr', 'Multi-SimLex FR'), ('en-fr', 'Multi-SimLex EN–FR'),
+                       ('simlex999', 'SimLex-999')):
+        for rep in ('embedding', 'mean_sense'):
+            ws = lambda r: r['word_similarity'][key]  # noqa: E731
+            row(f"{label} ρ, {rep.replace('_', ' ')}", lambda m, r: with_ci(ws(r)['spearman'][rep], ws(r)['spearman_ci'][rep])
+                if rep in ws(r)['spearman'] else '', smoke_value=f"{ws(smoke)['spearman'][rep]:.3f}")
+    for direction in ('en-fr', 'fr-en'):
+        for rep in ('embedding', 'mean_sense'):
+            bl = lambda r: r['bli'][direction]['csls']  # noqa: E731
+            row(f"BLI P@1 {direction.replace('-', '→')}, CSLS, {rep.replace('_', ' ')}",
+                lambda m, r: with_ci(bl(r)[rep]['p@1'], bl(r)[rep].get('p@1_ci')) if rep in bl(r) else '',
+                f"copy word {b['bli'][direction]['copy_p_at_1']:.3f}", f"{bl(smoke)[rep]['p@1']:.3f}")
+    for dataset, label in (('europarl_test', 'Europarl test'), ('tatoeba', 'Tatoeba')):
+        hidden = b['sentence_similarity'][dataset]['hidden']
+        for way, arrow in (('x2y', 'en→fr'), ('y2x', 'fr→en')):
+            row(f"retrieval P@1 {arrow}, {label} ({hidden['n']}), hidden state",
+                lambda m, r: with_ci(r['sentence_similarity'][dataset]['hidden'][f'p@1_{way}'],
+                                     r['sentence_similarity'][dataset]['hidden'].get(f'p@1_{way}_ci')),
+                f"chance {1 / hidden['n']:.3f}")
+
+    header = ['metric (held-out data; 95 % bootstrap interval)', *[REFERENCE_MODELS[m] for m in models],
+              'smoke run (quick start Backpack)', 'baseline']
+    table = ['| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
+    table += [f"| {name} | {' | '.join(cells)} | {sm} | {base} |" for name, cells, sm, base in rows]
+
+    comparison = read_json(results_dir / 'comparison' / 'comparison.json')
+    diffs = ['| Backpack − Transformer twin (paired) | Δ | 95 % interval | significant |', '|---|---:|---:|:---:|']
+    diffs += [f"| {d['metric']} | {d['difference']:.3f} | [{d['low']:.3f}, {d['high']:.3f}] | "
+              f"{'yes' if d['significant'] else 'no'} |" for d in comparison['paired_differences']]
+
+    def model_line(m):
+        r, log = res[m], logs[m]
+        last = log['evals'][-1]
+        return (f"{REFERENCE_MODELS[m]}: {r['model']['params']['total'] / 1e6:.2f} M parameters, {last['iter']:,} "
+                f"iterations, {last['tokens_seen'] / 1e6:.1f} M tokens in {log['elapsed_s'] / 60:.1f} min")
+    machine = b['machine']
+    caption = (f"Each model trained for {run['minutes']:g} minutes of wall-clock on {machine['cpu']} "
+               f"({machine['threads']} threads, torch {machine['torch']}), one after another, with "
+               f"`config/{run['config']}.py` on `{run['data_dir']}`, by `{run['command']}` at commit "
+               f"{run['git_revision']}. " + '; '.join(model_line(m) for m in models) + '. '
+               f"The smoke run is the quick start's tiny Backpack (another tokenizer: only tokenizer-independent "
+               f"metrics are shown for it). Numbers from `{results_dir.relative_to(REPO)}/`.")
+    return (caption + '\n\n' + '\n'.join(table) + '\n\n' + '\n'.join(diffs) + '\n\n'
+            + sense_label_summary(b['senses']['labels']))
+
+
+SECTIONS = {'quickstart': quickstart, 'cpu_reference': cpu_reference}
 
 
 def render(readme_text):

@@ -128,6 +128,7 @@ def test_verify_evaluation_py_one_line_errors(dirs, capsys, tmp_path, case, mess
     ('compare_models.py', ['--transformer_dir', '.', '--device', 'gpu']),
     ('verify_evaluation.py', []),
     ('sample.py', ['--device', 'gpu']),
+    ('export_hf.py', ['--hf_dir', 'out/never_written']),
 ])
 def test_entry_point_goes_through_run_main(dirs, script, args):
     flag = '--backpack_dir' if script == 'compare_models.py' else '--out_dir'
