@@ -221,7 +221,7 @@ def cpu_reference(results_dir):
             + sense_label_summary(b['senses']['labels']))
 
 
-SECTIONS = {'quickstart': quickstart, 'cpu_reference': cpu_reference}
+SECTIONS = {'quickstart': quickstart}
 
 
 def render(readme_text):
