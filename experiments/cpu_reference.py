@@ -64,11 +64,18 @@ class Runner:
         with open(log_path, 'a') as log:
             proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         self.records.append({'step': step, 'model': model, 'command': shown, 'wall_s': round(time.time() - t0, 1),
-                             'exit': proc.returncode, 'finished_at': time.strftime('%Y-%m-%d %H:%M:%S')})
+                             'exit': proc.returncode, 'finished_at': time.strftime('%Y-%m-%d %H:%M:%S'),
+                             'git_revision': git_revision()})
         self.path.write_text(json.dumps(self.records, indent=1))
         if proc.returncode:
             tail = Path(log_path).read_text(errors='replace').strip().splitlines()[-1:] or ['']
             raise UserError(f"{step} {model} failed (exit {proc.returncode}, log {log_path}): {tail[0]}")
+
+
+def git_revision():
+    # -dirty: the command ran with uncommitted changes
+    return subprocess.run(['git', 'describe', '--always', '--dirty'], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
 
 
 def model_settings(name, wide_n_embd=None):
@@ -209,8 +216,7 @@ def collect(args):
         if (args.work_dir / folder).is_dir():
             shutil.copytree(args.work_dir / folder, target / folder, dirs_exist_ok=True)
     shutil.copy(args.work_dir / 'plan.json', target / 'plan.json')
-    revision = subprocess.run(['git', 'describe', '--always', '--dirty'], cwd=REPO, capture_output=True,
-                              text=True).stdout.strip()
+    revision = git_revision()
     commands = json.loads((args.work_dir / 'commands.json').read_text())
     run = {'command': 'python experiments/cpu_reference.py ' + ' '.join(sys.argv[1:]),
            'minutes': args.minutes, 'config': args.config, 'data_dir': str(args.data_dir),

@@ -11,6 +11,8 @@ and SECTIONS maps NAME to the function that writes it from results/<NAME>/:
     quickstart   results/quickstart/{backpack,transformer}/evaluation_results.json and run.json, copied
                  from a run of quickstart.sh (out/tiny_backpack, out/tiny_transformer) by
                  `python experiments/readme_tables.py --collect quickstart`.
+    cpu_reference_training  results/cpu_reference/{backpack,transformer[,transformer_wide]}/training_log.json
+                 and plan.json (experiments/cpu_reference.py), beside the quick start's Backpack.
     cpu_reference  results/cpu_reference/{backpack,transformer[,transformer_wide]}/ (evaluation_results.json,
                  translation_*.json, training_log.json), comparison/comparison.json, plan.json and run.json,
                  written by `python experiments/cpu_reference.py`; and the quick start's Backpack as the smoke run.
@@ -221,7 +223,35 @@ def cpu_reference(results_dir):
             + sense_label_summary(b['senses']['labels']))
 
 
-SECTIONS = {'quickstart': quickstart}
+def cpu_reference_training(results_dir):
+    """The reference runs' training: for each model of results/cpu_reference, its size, iterations, tokens and
+    time, and the per-language val bits/byte of its last evaluation (eval_iters batches of the val split, as
+    train.py logs it), beside the recorded sweep's pick and the quick start's Backpack (the smoke run)."""
+    results_dir = results_dir.parent / 'cpu_reference'  # the same run's files as the cpu_reference section
+    plan = read_json(results_dir / 'plan.json')
+    models = [m for m in REFERENCE_MODELS if (results_dir / m / 'training_log.json').is_file()]
+    smoke = read_json(REPO / 'results' / 'quickstart' / 'backpack' / 'training_log.json')
+    smoke_params = read_json(REPO / 'results' / 'quickstart' / 'backpack' / 'evaluation_results.json')['model']['params']
+    rows = []
+    for name, log, params in [(REFERENCE_MODELS[m], read_json(results_dir / m / 'training_log.json'),
+                               plan[m]['params']) for m in models] + \
+            [('smoke run (quick start Backpack)', smoke, smoke_params['total'])]:
+        last = log['evals'][-1]
+        config = log['config']
+        rows.append(f"| {name} | {config['n_layer']} × {config['n_embd']} | "
+                    f"{f'{params / 1e6:.2f} M' if params else ''} | {last['iter']:,} | {last['tokens_seen'] / 1e6:.1f} M | "
+                    f"{log.get('elapsed_s', last['elapsed_s']) / 60:.1f} min | {last['val_en_bpb']:.3f} | {last['val_fr_bpb']:.3f} |")
+    machine = read_json(results_dir / models[0] / 'training_log.json')['machine']
+    caption = (f"Training on {machine['cpu']} ({machine['threads']} threads, torch {machine['torch']}), one model "
+               f"after another, each with `config/train_europarl_cpu.py` and `--max_minutes 45` "
+               f"(`results/cpu_reference/run.json` has every command, its wall-clock and revision). Val bits/byte "
+               f"is train.py's estimate at the last evaluation (the quick start's is on its own, smaller sample).")
+    table = ['| model | layers × width | parameters | iterations | tokens | wall-clock | val bpb EN | val bpb FR |',
+             '|---|---|---:|---:|---:|---:|---:|---:|'] + rows
+    return caption + '\n\n' + '\n'.join(table)
+
+
+SECTIONS = {'quickstart': quickstart, 'cpu_reference_training': cpu_reference_training}
 
 
 def render(readme_text):

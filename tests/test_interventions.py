@@ -104,8 +104,8 @@ def test_the_sense_grid_equals_the_hook():
 
 
 @torch.no_grad()
-def test_gender_items_share_the_prompt_row_and_score_what_two_rows_score():
-    tok = load_tokenizer(REPO / 'data' / 'europarl_sample')
+def test_gender_items_share_the_prompt_row_and_score_what_two_rows_score(sample_data_dir):
+    tok = load_tokenizer(sample_data_dir)
     torch.manual_seed(0)
     model = BackpackLM(ModelConfig(**dict(TINY, vocab_size=tok.vocab_size, block_size=32))).eval()
     templates = [('L\'{profession} a dit qu\'{pronoun}', 'il', 'elle'), ('The {profession} said that {pronoun}', 'he', 'she')]
@@ -139,8 +139,8 @@ def test_metrics_by_hand():
     assert iv.permutation_greater([0, 1, 2], [3, 4, 5])['p_value'] == pytest.approx(1.0)
 
 
-def test_word_tokens_found_by_offsets():
-    tok = load_tokenizer(REPO / 'data' / 'europarl_sample')
+def test_word_tokens_found_by_offsets(sample_data_dir):
+    tok = load_tokenizer(sample_data_dir)
     pattern = iv.word_pattern(['architecte', 'speech therapist', 'nurse'])
     for text, lang, word in [("L'architecte a dit qu'il", 'fr', 'architecte'),
                              ('The speech  therapist said that he', 'en', 'speech  therapist'),
