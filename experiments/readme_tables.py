@@ -18,6 +18,7 @@ and SECTIONS maps NAME to the function that writes it from results/<NAME>/:
                  written by `python experiments/cpu_reference.py`; and the quick start's Backpack as the smoke run.
 """
 import argparse
+import os
 import json
 import shutil
 import sys
@@ -215,10 +216,11 @@ def cpu_reference(results_dir):
     machine = b['machine']
     caption = (f"Each model trained for {run['minutes']:g} minutes of wall-clock on {machine['cpu']} "
                f"({machine['threads']} threads, torch {machine['torch']}), one after another, with "
-               f"`config/{run['config']}.py` on `{run['data_dir']}`, by `{run['command']}` at commit "
-               f"{run['git_revision']}. " + '; '.join(model_line(m) for m in models) + '. '
+               f"`config/{run['config']}.py` on `{run['data_dir']}`, by `experiments/cpu_reference.py` (its steps, "
+               f"their commands, wall-clocks and revisions are in `run.json`). "
+               + '; '.join(model_line(m) for m in models) + '. '
                f"The smoke run is the quick start's tiny Backpack (another tokenizer: only tokenizer-independent "
-               f"metrics are shown for it). Numbers from `{results_dir.relative_to(REPO)}/`.")
+               f"metrics are shown for it). Numbers from `{os.path.relpath(results_dir, REPO)}/`.")
     return (caption + '\n\n' + '\n'.join(table) + '\n\n' + '\n'.join(diffs) + '\n\n'
             + sense_label_summary(b['senses']['labels']))
 
@@ -251,7 +253,7 @@ def cpu_reference_training(results_dir):
     return caption + '\n\n' + '\n'.join(table)
 
 
-SECTIONS = {'quickstart': quickstart, 'cpu_reference_training': cpu_reference_training}
+SECTIONS = {'quickstart': quickstart, 'cpu_reference_training': cpu_reference_training, 'cpu_reference': cpu_reference}
 
 
 def render(readme_text):
