@@ -127,7 +127,7 @@ def finished(out_dir, minutes, max_iters):
     return last >= max_iters or log.get('elapsed_s', 0) >= 60 * minutes
 
 
-def plan(args, run):
+def plan(args):
     path = args.work_dir / 'plan.json'
     entries = json.loads(path.read_text()) if path.is_file() else {}
     config = read_config(args.config)
@@ -259,7 +259,7 @@ def main(argv=None):
     args.work_dir = (REPO / args.work_dir).resolve() if not args.work_dir.is_absolute() else args.work_dir
     args.work_dir.mkdir(parents=True, exist_ok=True)
     run = Runner(args.work_dir)
-    entries = plan(args, run) if 'plan' in args.steps or 'train' in args.steps else None
+    entries = plan(args) if 'plan' in args.steps or 'train' in args.steps else None
     if 'train' in args.steps:
         train(args, run, entries)
     if 'evaluate' in args.steps:

@@ -147,12 +147,7 @@ def cpu_reference(results_dir):
     rows = []
 
     def row(name, get, baseline='', smoke_value=None):
-        cells = []
-        for m in models:
-            try:
-                cells.append(get(m, res[m]))
-            except KeyError:
-                cells.append('')
+        cells = [get(m, res[m]) for m in models]  # a missing metric is an error, never a blank cell
         rows.append((name, cells, smoke_value if smoke_value is not None else '', baseline))
 
     for lang in ('en', 'fr'):

@@ -138,13 +138,18 @@ def test_backpack_export_gives_the_logits_of_the_official_modeling_code(request)
     assert not result.unexpected_keys
     assert set(result.missing_keys) == TIED  # other names of the GPT-2 embeddings, loaded under those
     assert model.lm_head.weight is model.backpack.word_embeddings.weight is model.backpack.gpt2_model.wte.weight
+    assert_our_logits(model, out, 'official backpack-gpt2 code')
+
+
+def assert_our_logits(model, out, name):
+    """The exported model's logits on held-out sentences equal our model's (relative 1e-5); returns ours."""
     ours, _ = load_model(out)
     idx = held_out_batch(out)
     with torch.no_grad():
         theirs, mine = model(idx).logits, ours(idx, return_logits=True)[0]
-    print(f"official backpack-gpt2 code vs ours: max |diff| {(theirs - mine).abs().max().item():.3g}, "
-          f"relative {rel_err(theirs, mine):.3g}")
+    print(f"{name} vs ours: max |diff| {(theirs - mine).abs().max().item():.3g}, relative {rel_err(theirs, mine):.3g}")
     assert rel_err(theirs, mine) <= 1e-5
+    return ours
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -157,13 +162,7 @@ def test_transformer_export_is_a_stock_gpt2_with_our_logits_and_generation(expor
     assert config['model_type'] == 'gpt2' and 'auto_map' not in config
     model = transformers.AutoModelForCausalLM.from_pretrained(hf).eval()
     assert type(model) is transformers.GPT2LMHeadModel
-    ours, _ = load_model(out)
-    idx = held_out_batch(out)
-    with torch.no_grad():
-        theirs, mine = model(idx).logits, ours(idx, return_logits=True)[0]
-    print(f"GPT2LMHeadModel vs ours: max |diff| {(theirs - mine).abs().max().item():.3g}, "
-          f"relative {rel_err(theirs, mine):.3g}")
-    assert rel_err(theirs, mine) <= 1e-5
+    ours = assert_our_logits(model, out, 'GPT2LMHeadModel')
 
     tok, hf_tok = load_tokenizer(out), transformers.AutoTokenizer.from_pretrained(hf)
     generate = transformers.pipeline('text-generation', model=str(hf))

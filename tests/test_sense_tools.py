@@ -16,27 +16,9 @@ import evaluate
 from conftest import REPO
 from experiments import analyze_results, lexical, metrics, senses, sense_vector, visualize_senses
 from test_entry_points import one_line_error
+from test_senses import restore_sense_labels, tiny, unknown_word  # noqa: F401  (fixtures)
 
 QUICKSTART = REPO / 'results' / 'quickstart'
-
-
-@pytest.fixture
-def restore_sense_labels():
-    saved = list(senses.SENSE_LABELS)
-    yield
-    senses.SENSE_LABELS[:] = saved
-
-
-@pytest.fixture(scope='module')
-def tiny(tiny_backpack_dir):
-    model, _ = evaluate.load_model(tiny_backpack_dir, 'cpu')
-    return model, evaluate.load_tokenizer(tiny_backpack_dir)
-
-
-def unknown_word(tok):
-    word = '\u4e2d\u6587\u5b57'  # CJK: its byte pieces never occur in the Europarl sample
-    assert lexical.word_ids(tok, word) is None
-    return word
 
 
 # ----------------------------------------------------------------------------- sense_vector.py

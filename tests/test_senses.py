@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint import load_model
+from evaluate import load_model  # the out_dir loader that records model.info (the sense tools read it)
 from experiments import lexical, senses
 from experiments.word_classes import categorize
 from tokenizer import load_tokenizer
