@@ -198,10 +198,22 @@ def cpu_reference(results_dir):
     table = ['| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
     table += [f"| {name} | {' | '.join(cells)} | {sm} | {base} |" for name, cells, sm, base in rows]
 
-    comparison = read_json(results_dir / 'comparison' / 'comparison.json')
-    diffs = ['| Backpack − Transformer twin (paired) | Δ | 95 % interval | significant |', '|---|---:|---:|:---:|']
-    diffs += [f"| {d['metric']} | {d['difference']:.3f} | [{d['low']:.3f}, {d['high']:.3f}] | "
-              f"{'yes' if d['significant'] else 'no'} |" for d in comparison['paired_differences']]
+    # the paired differences, Backpack − each Transformer, side by side (the wide one once it is in)
+    against = {'transformer': 'comparison', 'transformer_wide': 'comparison_wide'}
+    paired = {m: read_json(results_dir / against[m] / 'comparison.json')['paired_differences']
+              for m in models if m in against}
+    metrics = [d['metric'] for d in paired['transformer']]
+    for m, differences in paired.items():
+        if [d['metric'] for d in differences] != metrics:
+            raise UserError(f"{results_dir / against[m]} compares other metrics than {results_dir / 'comparison'}: "
+                            f"rerun python experiments/cpu_reference.py --steps compare collect")
+    diffs = ['| Backpack − Transformer (paired) | ' + ' | '.join(
+        f"Δ vs {REFERENCE_MODELS[m]} [95 % interval] | significant" for m in paired) + ' |',
+        '|---|' + '---:|:---:|' * len(paired)]
+    for i, metric in enumerate(metrics):
+        diffs.append(f"| {metric} | " + ' | '.join(
+            f"{d['difference']:.3f} [{d['low']:.3f}, {d['high']:.3f}] | {'yes' if d['significant'] else 'no'}"
+            for d in (paired[m][i] for m in paired)) + ' |')
 
     def model_line(m):
         r, log = res[m], logs[m]
@@ -230,21 +242,26 @@ def cpu_reference_training(results_dir):
     smoke = read_json(REPO / 'results' / 'quickstart' / 'backpack' / 'training_log.json')
     smoke_params = read_json(REPO / 'results' / 'quickstart' / 'backpack' / 'evaluation_results.json')['model']['params']
     rows = []
-    for name, log, params in [(REFERENCE_MODELS[m], read_json(results_dir / m / 'training_log.json'),
-                               plan[m]['params']) for m in models] + \
-            [('smoke run (quick start Backpack)', smoke, smoke_params['total'])]:
+    for name, log, params, probe in [(REFERENCE_MODELS[m], read_json(results_dir / m / 'training_log.json'),
+                                      plan[m]['params'], f"{plan[m]['probe_ms_per_iter']:.0f}") for m in models] + \
+            [('smoke run (quick start Backpack)', smoke, smoke_params['total'], '')]:
         last = log['evals'][-1]
         config = log['config']
+        elapsed = log.get('elapsed_s', last['elapsed_s'])
         rows.append(f"| {name} | {config['n_layer']} × {config['n_embd']} | "
                     f"{f'{params / 1e6:.2f} M' if params else ''} | {last['iter']:,} | {last['tokens_seen'] / 1e6:.1f} M | "
-                    f"{log.get('elapsed_s', last['elapsed_s']) / 60:.1f} min | {last['val_en_bpb']:.3f} | {last['val_fr_bpb']:.3f} |")
+                    f"{elapsed / 60:.1f} min | {probe} | {1000 * elapsed / last['iter']:.0f} | "
+                    f"{last['val_en_bpb']:.3f} | {last['val_fr_bpb']:.3f} |")
     machine = read_json(results_dir / models[0] / 'training_log.json')['machine']
     caption = (f"Training on {machine['cpu']} ({machine['threads']} threads, torch {machine['torch']}), one model "
                f"after another, each with `config/train_europarl_cpu.py` and `--max_minutes 45` "
                f"(`results/cpu_reference/run.json` has every command, its wall-clock and revision). Val bits/byte "
-               f"is train.py's estimate at the last evaluation (the quick start's is on its own, smaller sample).")
-    table = ['| model | layers × width | parameters | iterations | tokens | wall-clock | val bpb EN | val bpb FR |',
-             '|---|---|---:|---:|---:|---:|---:|---:|'] + rows
+               f"is train.py's estimate at the last evaluation (the quick start's is on its own, smaller sample). "
+               f"Each schedule (iterations) was fitted to the budget from a speed probe, the probes taken together "
+               f"(`plan.json`); ms/iter in the run counts the evaluations too, so it shows how fast the host "
+               f"actually ran each run compared with its probe.")
+    table = ['| model | layers × width | parameters | iterations | tokens | wall-clock | ms/iter, probe | '
+             'ms/iter, run | val bpb EN | val bpb FR |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|'] + rows
     return caption + '\n\n' + '\n'.join(table)
 
 
