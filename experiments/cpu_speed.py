@@ -14,7 +14,6 @@ after another and the ratios are only as good as the machine's quiet.
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import system  # noqa: E402  first: OMP_WAIT_POLICY before torch loads
 from errors import UserError, run_main  # noqa: E402
-from experiments.cpu_sweep import MS_PER_ITER  # noqa: E402
+from experiments.cpu_sweep import probe_ms_per_iter  # noqa: E402
 
 # name -> (environment, extra train.py arguments); the first is the reference the others are divided by
 VARIANTS = {
@@ -35,22 +34,12 @@ VARIANTS = {
 
 
 def probe(config, model_type, data_dir, env, extra, probe_iters, work, log_path):
-    """Train probe_iters iterations in a fresh process with `env`; returns (ms/iter, tokens/iter) averaged over
-    the log lines after the first (which holds the warm-up, and with --compile the compilation)."""
-    args = [sys.executable, str(REPO / 'train.py'), '--config', config, '--device', 'cpu',
-            '--data_dir', str(data_dir), '--model_type', model_type, '--out_dir', str(work),
-            '--max_iters', str(probe_iters), '--eval_interval', str(10 ** 9), '--eval_iters', '1',
-            '--log_interval', '10', '--dtype', 'float32', '--overwrite', *extra]  # a variant's --dtype comes later and wins
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=1800,
-                          env={**os.environ, **env})
-    Path(log_path).write_text(proc.stdout + proc.stderr)
-    if proc.returncode:
-        raise UserError(f"train.py failed (see {log_path}): {(proc.stderr.strip().splitlines() or [''])[-1]}")
-    times = [float(ms) for ms in MS_PER_ITER.findall(proc.stdout)][1:]
-    if not times:
-        raise UserError(f"the probe printed fewer than two ms/iter lines (see {log_path}); raise --probe_iters")
-    tokens = json.loads((Path(work) / 'training_log.json').read_text())['config']
-    return sum(times) / len(times), tokens['batch_size'] * tokens['block_size']
+    """cpu_sweep's speed probe of the recipe in a fresh process with `env`: (ms/iter, tokens/iter)."""
+    args = ['--config', config, '--device', 'cpu', '--data_dir', data_dir, '--model_type', model_type,
+            '--log_interval', 10, '--dtype', 'float32', '--overwrite', *extra]  # a variant's --dtype comes later and wins
+    ms = probe_ms_per_iter(f'{model_type} {" ".join(extra)}', args, work, log_path, probe_iters, env=env)
+    config = json.loads((Path(work) / 'training_log.json').read_text())['config']
+    return ms, config['batch_size'] * config['block_size']
 
 
 def table(rows, machine, config):

@@ -16,6 +16,7 @@ training_log.json there; the checkpoints stay in --work_dir.
 """
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -50,21 +51,22 @@ def args_of(settings):
     return [str(a) for k, v in settings.items() for a in (f'--{k}', v)]
 
 
-def train(args, log_path, timeout):
-    """Run train.py; its output goes to log_path. Returns the output, or raises UserError on failure."""
+def train(args, log_path, timeout, env=None):
+    """Run train.py (with `env` added to the environment); its output goes to log_path. Returns the output, or
+    raises UserError on failure."""
     proc = subprocess.run([sys.executable, str(REPO / 'train.py'), *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     Path(log_path).write_text(proc.stdout + proc.stderr)
     if proc.returncode:
         raise UserError(f"train.py failed (see {log_path}): {(proc.stderr.strip().splitlines() or [''])[-1]}")
     return proc.stdout
 
 
-def probe_ms_per_iter(name, args, probe_dir, log_path, probe_iters):
+def probe_ms_per_iter(name, args, probe_dir, log_path, probe_iters, env=None):
     """Train probe_iters iterations with train.py args (evaluation off) and return the mean ms/iter after the
-    first log interval (which includes warm-up)."""
+    first log interval (which includes warm-up, and with --compile the compilation)."""
     probe = train([*args, '--out_dir', probe_dir, '--max_iters', probe_iters, '--eval_interval', 10 ** 9,
-                   '--eval_iters', 1], log_path, timeout=600)
+                   '--eval_iters', 1], log_path, timeout=1800, env=env)
     times = [float(ms) for ms in MS_PER_ITER.findall(probe)][1:]
     if not times:
         raise UserError(f"{name}: the probe printed no ms/iter line; raise --probe_iters above the log_interval")
