@@ -551,7 +551,7 @@ def main():
                     save_checkpoint(best_checkpoint(raw_model, iter_num=iter_num, val_loss=best_val_loss,
                                                     **run_info), best_path)
             if iter_num > 0 and (improved or always_save_checkpoint):
-                log['elapsed_s'] = elapsed0 + time.time() - t0
+                log['elapsed_s'], log['iter_num'] = elapsed0 + time.time() - t0, iter_num
                 save_resume_point(ckpt_path, 'val improved' if improved else 'evaluation', raw_model, optimizer,
                                   scaler, train_batches, world, iter_num=iter_num, best_val_loss=best_val_loss,
                                   evaluated_at=evaluated_at, training_log=log, **run_info)
@@ -609,7 +609,8 @@ def main():
                       f"{tokens_per_iter / dt:,.0f} tok/s, {mfu}{memory}, eta {eta / 60:.1f} min", flush=True)
 
     record_losses(log, pending, world, dev, iter_num, ckpt_path)
-    log['elapsed_s'] = elapsed0 + time.time() - t0
+    # where the run stands: its last evaluation can be short of max_iters (evaluations come every eval_interval)
+    log['elapsed_s'], log['iter_num'] = elapsed0 + time.time() - t0, iter_num
     if saved_at != iter_num:
         save_resume_point(ckpt_path, 'interrupted by signal' if stopping else 'end of run', raw_model, optimizer,
                           scaler, train_batches, world, iter_num=iter_num, best_val_loss=best_val_loss,

@@ -123,8 +123,10 @@ def finished(out_dir, minutes, max_iters):
     if not log_path.is_file():
         return False
     log = json.loads(log_path.read_text())
-    last = log['evals'][-1]['iter'] if log['evals'] else 0
-    return last >= max_iters or log.get('elapsed_s', 0) >= 60 * minutes
+    # the iteration reached (train.py's iter_num), not the last evaluation's, which can be short of max_iters;
+    # logs written before train.py recorded it have only the evaluations
+    reached = log.get('iter_num', log['evals'][-1]['iter'] if log['evals'] else 0)
+    return reached >= max_iters or log.get('elapsed_s', 0) >= 60 * minutes
 
 
 def plan(args):

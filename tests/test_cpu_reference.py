@@ -62,7 +62,7 @@ def test_finished_runs_are_kept_and_an_unfinished_one_resumes(planned):
     work, args = planned
     log_path = work / 'transformer' / 'training_log.json'
     log = json.loads(log_path.read_text())
-    log['elapsed_s'], log['evals'] = 0.0, log['evals'][:1]  # as if it stopped early
+    log['elapsed_s'], log['iter_num'], log['evals'] = 0.0, 0, log['evals'][:1]  # as if it stopped early
     log_path.write_text(json.dumps(log))
     before = len(json.loads((work / 'commands.json').read_text()))
     result = driver(*args)
@@ -70,6 +70,16 @@ def test_finished_runs_are_kept_and_an_unfinished_one_resumes(planned):
     new = json.loads((work / 'commands.json').read_text())[before:]
     assert [(c['step'], c['model']) for c in new] == [('train', 'transformer')]
     assert '--init_from resume' in new[0]['command'] and '[train] backpack: finished' in result.stdout
+
+
+def test_a_run_that_reached_max_iters_between_evaluations_is_finished(tmp_path):
+    # eval_interval = max_iters // 5 need not divide max_iters: the last evaluation is then short of it
+    from experiments.cpu_reference import finished
+    log = {'iter_num': 6992, 'elapsed_s': 2360.0, 'evals': [{'iter': 6990}]}
+    (tmp_path / 'training_log.json').write_text(json.dumps(log))
+    assert finished(tmp_path, 45, 6992)
+    (tmp_path / 'training_log.json').write_text(json.dumps({**log, 'iter_num': 6990}))
+    assert not finished(tmp_path, 45, 6992)
 
 
 def test_a_missing_test_set_is_one_line_before_anything_runs(tmp_path):
