@@ -9,7 +9,9 @@ reads them. Both, and training_log.json, are written atomically and durably (tem
 os.replace, fsync of the directory): a save interrupted at any moment, even by SIGKILL or a power
 loss, leaves the previous file whole. They get the mode of any new file (0666 less the umask).
 """
+import errno
 import json
+import math
 import os
 import random
 import secrets
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from errors import MissingFileError, UserError
+from errors import MissingFileError, OutOfSpaceError, UserError
 from model import BackpackLM, ModelConfig, StandardTransformerLM
 
 MODEL_CLASSES = {'backpack': BackpackLM, 'transformer': StandardTransformerLM}
@@ -27,8 +29,12 @@ MODEL_CLASSES = {'backpack': BackpackLM, 'transformer': StandardTransformerLM}
 # ----------------------------------------------------------------------------------------------------
 # writing
 
-def atomic_write(path, write):
-    """Call write(f) on a new binary file beside `path`, make it durable, then move it onto `path`."""
+def atomic_write(path, write, size=None):
+    """Call write(f) on a new binary file beside `path`, make it durable, then move it onto `path`.
+
+    A full disk (or quota) is one OutOfSpaceError naming the directory and the MB needed (`size` bytes,
+    when the caller knows it, else what was written before the disk filled up); like any failure, it
+    leaves `path` as it was and no temp file behind."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f'.{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
     try:
@@ -37,9 +43,17 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())  # the content is on disk before the name points to it
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"the previous {os.path.basename(path)} is left whole" if os.path.exists(path) else \
+                "nothing was written"
+            full = OutOfSpaceError(f"no space left on {directory} ({math.ceil((size or written) / 2**20):,} MB "
+                                   f"needed); {kept}: free some space and run again")
+            full.errno = e.errno
+            raise full from None
         raise
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -48,24 +62,90 @@ def atomic_write(path, write):
         os.close(fd)
 
 
+def tensor_bytes(obj):
+    """The bytes of the tensors in a nested dict/list: about what torch.save writes of it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(map(tensor_bytes, obj.values()))
+    if isinstance(obj, (list, tuple)):
+        return sum(map(tensor_bytes, obj))
+    return 0
+
+
 def save_checkpoint(obj, path):
-    atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f), size=tensor_bytes(obj))
 
 
 def save_json(obj, path):
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+    data = json.dumps(obj, indent=1).encode()
+    atomic_write(path, lambda f: f.write(data), size=len(data))
+
+
+class OutDirLock:
+    """`with OutDirLock(out_dir, 'run_full_evaluation.py'):` one such writer in out_dir at a time.
+
+    The lock is out_dir/.<script>.lock, created atomically (O_CREAT | O_EXCL) holding the owner's pid and
+    removed on leaving the block. A second writer meets it and gets one UserError naming the owner; a lock
+    whose process is gone (killed, or its machine rebooted) is stale and taken over."""
+
+    def __init__(self, out_dir, script):
+        self.script = script
+        self.path = os.path.join(out_dir, f'.{os.path.splitext(os.path.basename(script))[0]}.lock')
+
+    def owner(self):
+        """The pid in the lock file, if that process is alive; None for a stale lock."""
+        try:
+            with open(self.path) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return None
+        if pid <= 0:
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # alive, another user's
+            pass
+        return pid
+
+    def __enter__(self):
+        for _ in range(3):  # a stale lock is removed and the creation tried again
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                pid = self.owner()
+                if pid is not None:
+                    raise UserError(f"{os.path.dirname(self.path)} is being written by another {self.script} "
+                                    f"(pid {pid}, lock {self.path}): wait for it to end, or use another --out_dir")
+                try:
+                    os.remove(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, 'w') as f:
+                f.write(f'{os.getpid()}\n')
+            return self
+        raise UserError(f"cannot take the lock {self.path}: other processes keep taking it; try again")
+
+    def __exit__(self, *exc):
+        if self.owner() == os.getpid():
+            os.remove(self.path)
 
 
 # ----------------------------------------------------------------------------------------------------
 # what train.py saves and restores besides the weights: every process's RNGs and the batch sampler
 
 def rng_state():
-    """This process's Python, numpy, torch (and CUDA) RNG states, as weights_only-loadable values."""
+    """This process's Python, numpy, torch (and its CUDA device's) RNG states, as weights_only-loadable
+    values. Only the current device's CUDA state: a process draws on its own GPU alone, and a resume on
+    a host with fewer GPUs must not need the others'."""
     state = {'python': random.getstate(), 'torch': torch.get_rng_state()}
     np_state = np.random.get_state()
     state['numpy'] = (np_state[0], np_state[1].tolist()) + tuple(np_state[2:])
     if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
+        state['cuda'] = torch.cuda.get_rng_state()
     return state
 
 
@@ -75,7 +155,11 @@ def set_rng_state(state):
     np_state = state['numpy']
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32)) + tuple(np_state[2:]))
     if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+        cuda, index = state['cuda'], torch.cuda.current_device()
+        if isinstance(cuda, (list, tuple)):  # written before: every visible GPU's state, in device order
+            cuda = cuda[index] if index < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
 
 
 def gather_rng_states(sampler_state, world):

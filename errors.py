@@ -9,7 +9,9 @@ into that line. Anything else is a bug and keeps its traceback.
     if __name__ == '__main__':
         run_main(main)
 """
+import math
 import os
+import re
 import sys
 
 
@@ -36,6 +38,43 @@ def run_main(main, *args, **kwargs):
 class DataError(UserError, ValueError):
     """A user-supplied data or results file is malformed. Also a ValueError, so that callers'
     `except ValueError` (and the readers' documented contract) keeps working."""
+
+
+class OutOfSpaceError(UserError, OSError):
+    """The disk (or quota) filled up while a file was written; the file it was to replace is left whole.
+    Also an OSError, as the failure it stands for."""
+
+
+_RULE = re.compile(r'(>=|>) (\S+)|([\[(])(\S+), (\S+)([\])])')
+
+
+def check_range(option, value, rule, none=False):
+    """Raise UserError unless the number `value` of --option is finite and within `rule`: '>= 1', '> 0',
+    '[0, 1)' (the brackets of interval notation). none=True lets None through (a setting that can be
+    off). The one line says the value given and the range expected."""
+    if value is None and none:
+        return
+    match = _RULE.fullmatch(rule)
+    if match is None:
+        raise ValueError(f"bad rule {rule!r}")
+    op, low, open_low, low2, high, close = match.groups()
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if number and op:
+        number = value > float(low) if op == '>' else value >= float(low)
+    elif number:
+        low, high = float(low2), float(high)
+        number = (value > low if open_low == '(' else value >= low) and (value < high if close == ')' else value <= high)
+    if not number:
+        what = 'an integer' if isinstance(value, int) and not isinstance(value, bool) else 'a number'
+        expected = 'a positive integer' if rule == '>= 1' and what == 'an integer' else \
+            f"{what} {rule}" if op else f"{what} in {rule}"
+        raise UserError(f"--{option} {value!r}: expected {expected}" + (" or None" if none else ''))
+
+
+def check_ranges(values, rules):
+    """check_range on each {option: rule} of `rules`, the values from the dict `values` (e.g. globals())."""
+    for option, rule in rules.items():
+        check_range(option, values[option], rule)
 
 
 def warn(message):

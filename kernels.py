@@ -8,7 +8,8 @@ less memory or time:
         softmax_j(q_li . k_lj), without ever holding alpha (B, k, T, T): model.mix_senses is the
         explicit version.
     chunked_cross_entropy(x, E, y) -> mean_i CE(x_i E^T, y_i) over the targets y_i >= 0, without
-        ever holding the (N, V) logits: F.cross_entropy(x @ E.T, y) is the explicit version.
+        ever holding the (N, V) logits: F.cross_entropy(x @ E.T, y) is the explicit version (except
+        with no target >= 0: 0 with zero gradients, where F.cross_entropy's mean is NaN).
 """
 import functools
 
@@ -94,7 +95,8 @@ def _alpha_block(q, k, i0, i1):
 
 def chunked_cross_entropy(x, E, y):
     """mean_i CE(x_i E^T, y_i) over the rows with y_i >= 0 (negative targets are ignored): x (N, d),
-    E (V, d), y (N,). Gradients flow to x and E when autograd records."""
+    E (V, d), y (N,). Gradients flow to x and E when autograd records. With every target ignored the
+    loss is 0 and its gradients zero: a batch with nothing to score contributes nothing."""
     need_grad = torch.is_grad_enabled() and (x.requires_grad or E.requires_grad)
     return _ChunkedLinearCrossEntropy.apply(x, E, y, need_grad)
 
@@ -108,7 +110,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, x, E, y, need_grad):
         N, V = x.size(0), E.size(0)
         valid = y >= 0
-        n = valid.sum().clamp(min=1)
+        n = valid.sum().clamp(min=1)  # no valid row: a sum of 0 over 1, not NaN
         acc = torch.promote_types(x.dtype, torch.float32)  # the softmax in fp32 at least
         loss = x.new_zeros((), dtype=acc)
         dx = torch.empty_like(x) if need_grad else None

@@ -16,7 +16,7 @@ import re
 import torch
 
 from checkpoint import load_model
-from errors import MissingFileError, UserError, resolve_device, run_main, warn
+from errors import MissingFileError, UserError, check_range, resolve_device, run_main, warn
 from tokenizer import load_tokenizer
 
 TAG = re.compile(r'<(en|fr)>')
@@ -42,8 +42,29 @@ def read_start(start):
     path = start[len('FILE:'):]
     if not os.path.isfile(path):
         raise MissingFileError(f"--start {start}: no file {path!r}")
-    with open(path, encoding='utf-8') as f:
-        return f.read()
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise UserError(f"--start {start}: {path} is not UTF-8 text (byte {data[e.start]:#04x} at offset "
+                        f"{e.start}); save it as UTF-8") from None
+    return text.replace('\r\n', '\n').replace('\r', '\n')  # the newlines of a text-mode read
+
+
+def top_k_option(text):
+    """--top_k: a number of tokens, or none (sample from the whole distribution)."""
+    return None if text.lower() == 'none' else int(text)
+
+
+def check_settings(args):
+    """Every option, before anything is read or loaded: the numbers in their ranges, the device. Returns
+    the device to use."""
+    check_range('num_samples', args.num_samples, '>= 1')
+    check_range('max_new_tokens', args.max_new_tokens, '>= 1')
+    check_range('temperature', args.temperature, '> 0')
+    check_range('top_k', args.top_k, '>= 1', none=True)
+    return resolve_device(args.device)
 
 
 def main(argv=None):
@@ -52,14 +73,14 @@ def main(argv=None):
     p.add_argument('--start', default='<en>', help='prompt text, or FILE:path to read it from a file')
     p.add_argument('--num_samples', type=int, default=3)
     p.add_argument('--max_new_tokens', type=int, default=100)
-    p.add_argument('--temperature', type=float, default=0.8)
-    p.add_argument('--top_k', type=int, default=200)
+    p.add_argument('--temperature', type=float, default=0.8, help='> 0 (for argmax decoding, --greedy)')
+    p.add_argument('--top_k', type=top_k_option, default=200, help='sample among the top k tokens (none: all)')
     p.add_argument('--greedy', action='store_true', help='argmax decoding (ignores temperature/top_k)')
     p.add_argument('--seed', type=int, default=1337)
     p.add_argument('--device', default='cpu')
     args = p.parse_args(argv)
 
-    args.device = resolve_device(args.device)
+    args.device = check_settings(args)
     start = read_start(args.start)
     torch.manual_seed(args.seed)
     model, _ = load_model(args.out_dir, args.device)

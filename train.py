@@ -8,10 +8,15 @@ One process (CPU smoke run, one GPU):
 Several GPUs on one node (DDP; gloo is used on CPU):
     torchrun --standalone --nproc_per_node=4 train.py --config train_europarl_scratch
 Resume an interrupted run (restores weights, optimizer, scaler, iteration, RNG and sampler states):
-    python train.py ... --init_from resume
+    python train.py --init_from resume --out_dir out/backpack_full
+Ctrl-C (SIGINT) or SIGTERM stops the run at the next safe point and saves ckpt.pt; the last line is the
+command that continues it (the run's own command line with --init_from resume). After SIGINT the exit
+status is 130 (128 + SIGINT, so that a script or `set -e` stops too); after SIGTERM (a preemption) it is 0.
+The resumed run keeps the saved run's settings; a setting given now (--key or --config) that differs
+from the saved one is used, and a start-up note names it (e.g. --max_iters to train on).
 
-`python train.py --help` lists every key. Settings come from the defaults below, then config/*.py,
-then --key value (see configurator.py).
+`python train.py --help` lists every key. Settings come from the defaults below (on resume, the saved
+run's), then config/*.py, then --key value (see configurator.py).
 
 The global batch of an iteration is gradient_accumulation_steps x batch_size sequences, whatever the
 number of processes: all ranks draw it from one sampler and rank r trains on its r-th slice, so N
@@ -20,7 +25,9 @@ ranks with accumulation A/N compute what one process with accumulation A does (t
 import system  # first: the OpenMP setting torch reads when it loads
 import os
 import importlib.util
+import json
 import math
+import shlex
 import shutil
 import signal
 import sys
@@ -36,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from checkpoint import (best_checkpoint, build_model, gather_rng_states, model_from_checkpoint, read_checkpoint,
                         restore_training, resume_checkpoint, rng_state, save_checkpoint, save_json, set_rng_state)
 from configurator import configure
-from errors import MissingFileError, UserError, resolve_device, run_main, warn
+from errors import MissingFileError, UserError, check_ranges, resolve_device, run_main, warn
 from experiments.senses import PROBE_WORDS
 from model import ModelConfig, from_pretrained_backpack
 from tokenizer import load_tokenizer
@@ -99,11 +106,21 @@ probe_top_k = 5
 # -----------------------------------------------------------------------------
 CONFIG_KEYS = [k for k, v in globals().items() if not k.startswith('_') and k.islower()
                and isinstance(v, (int, float, bool, str, list))]  # what ckpt.pt and the log record
+# the range of every numeric setting (errors.check_range's rules), checked before any work (check_settings)
+SETTING_RANGES = {
+    'eval_interval': '>= 1', 'eval_iters': '>= 1', 'log_interval': '>= 1',  # 0: NaN losses, or a division by 0
+    'block_size': '>= 1', 'n_layer': '>= 1', 'n_head': '>= 1', 'n_embd': '>= 1', 'n_senses': '>= 1',
+    'dropout': '[0, 1)', 'sense_intermediate_scale': '>= 1', 'batch_size': '>= 1',
+    'gradient_accumulation_steps': '>= 1', 'max_iters': '>= 0', 'max_minutes': '>= 0', 'learning_rate': '> 0',
+    'weight_decay': '>= 0', 'beta1': '[0, 1)', 'beta2': '[0, 1)', 'grad_clip': '>= 0', 'warmup_iters': '>= 0',
+    'lr_decay_iters': '>= 0', 'min_lr': '>= 0', 'seed': '>= 0', 'peak_flops': '>= 0', 'probe_top_k': '>= 1'}
 
 # what train.py copies from the data dir into out_dir (tokenizer.load_tokenizer(out_dir) and the
 # held-out evaluation then work from out_dir alone)
 EVAL_FILES = ('meta.json', 'tokenizer', 'vocab_map.npy', 'words.json', 'test.en', 'test.fr',
               'val_en.bin', 'val_fr.bin', 'test_en.bin', 'test_fr.bin')
+# settings a resume takes from its own command line, never from the saved run
+RESUME_OWN_KEYS = ('out_dir', 'init_from', 'overwrite')
 # model settings that a resumed (or pretrained) model keeps from its checkpoint whatever the command line says
 MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'n_senses', 'dropout', 'bias', 'sense_intermediate_scale',
               'scale_attn_by_inverse_layer_idx')
@@ -231,11 +248,13 @@ def flops_per_token(model_type, cfg, T):
 
 
 _stop_requested = False  # set by SIGTERM/SIGINT: the run stops at the next safe point and saves ckpt.pt
+_interrupted = False  # SIGINT (Ctrl-C) among them: after saving, exit status 130, so that scripts stop too
 
 
 def request_stop(signum, frame):
-    global _stop_requested
+    global _stop_requested, _interrupted
     _stop_requested = True
+    _interrupted = _interrupted or signum == signal.SIGINT
     signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
 
 
@@ -271,8 +290,11 @@ def estimate_loss(model, sources, dev, autocast, label):
 def probe_senses(model, tokenizer, dev):
     """Top tokens pushed up by each sense of each probe word, in the probe's language.
 
-    A word split into several pieces uses the mean of its pieces' sense vectors (Hewitt et al.)."""
-    result = {}
+    A word split into several pieces uses the mean of its pieces' sense vectors (Hewitt et al.).
+    In eval mode: the senses without dropout, and no draw from the RNG that the training's dropout uses
+    (a run that probes trains exactly as one that does not); the model's mode is restored after."""
+    result, was_training = {}, model.training
+    model.eval()
     for lang, words in (('en', probe_words_en), ('fr', probe_words_fr)):
         mask = torch.from_numpy(tokenizer.language_mask(lang)).to(dev)
         for word in words:
@@ -281,6 +303,7 @@ def probe_senses(model, tokenizer, dev):
             logits = logits[:, :len(mask)].masked_fill(~mask, float('-inf'))
             top = logits.topk(probe_top_k, dim=-1).indices.tolist()
             result[f'{lang}:{word}'] = [[tokenizer.token_str(t) for t in sense] for sense in top]
+    model.train(was_training)
     return result
 
 
@@ -288,14 +311,16 @@ def record_losses(log, pending, world, dev, iter_num, ckpt_path, out_of_time=Fal
     """Move the per-iteration losses of `pending` (averaged over ranks) to the log; returns (whether
     any rank was asked to stop, whether any rank is past the time budget). The training loop's only host
     sync, and under DDP its only extra collective: one all-reduce of the losses with the two flags
-    appended (a sum > 0 when any rank's is set)."""
-    flags = torch.tensor([float(_stop_requested), float(out_of_time)], device=dev)
+    appended (a sum > 0 when any rank's is set); a SIGINT on any rank makes every rank's _interrupted true."""
+    global _interrupted
+    flags = torch.tensor([float(_stop_requested), float(out_of_time), float(_interrupted)], device=dev)
     values = torch.cat([torch.stack(pending), flags]) if pending else flags
     pending.clear()
     if world > 1:
         dist.all_reduce(values)  # SUM: gloo has no AVG
         values /= world
-    *losses, stop, late = values.tolist()
+    *losses, stop, late, interrupted = values.tolist()
+    _interrupted = interrupted > 0
     for i, v in enumerate(losses):
         if not math.isfinite(v):
             raise UserError(f"training loss is {v} at iter {iter_num - len(losses) + i + 1}; stopping without "
@@ -325,6 +350,90 @@ def open_trackers(config):
     return trackers
 
 
+def resume_settings(saved, given):
+    """--init_from resume continues the saved run: each setting not given now (command line or --config)
+    takes its value in the checkpoint's config. Returns the settings given now that differ from it, kept
+    (model settings aside: the model keeps its own, as the warning on them says)."""
+    differ = []
+    for key in CONFIG_KEYS:
+        if key in RESUME_OWN_KEYS or key not in saved:  # a key newer than the checkpoint keeps its default
+            continue
+        if key not in given:
+            globals()[key] = saved[key]
+        elif globals()[key] != saved[key] and key not in MODEL_KEYS:
+            differ.append(f"--{key} {globals()[key]!r} (saved {saved[key]!r})")
+    return differ
+
+
+def check_settings():
+    """Every setting, before any work (no data, model or out_dir touched): the choices, the range of each
+    number (SETTING_RANGES), the settings that must agree, --out_dir, the optional extras, and for
+    --init_from backpack-small the data's tokenizer. Returns the data dir's path. A mistake is one UserError."""
+    if model_type not in ('backpack', 'transformer'):
+        raise UserError(f"--model_type {model_type!r}: expected backpack or transformer")
+    if init_from not in ('scratch', 'resume', 'backpack-small'):
+        raise UserError(f"--init_from {init_from!r}: expected scratch, resume or backpack-small")
+    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+        raise UserError(f"--dtype {dtype!r}: expected auto, float32, bfloat16 or float16")
+    check_ranges(globals(), SETTING_RANGES)
+    if init_from == 'scratch':  # otherwise the model keeps its own shape (said in a warning)
+        if n_embd % n_head:
+            raise UserError(f"--n_embd {n_embd} does not split into --n_head {n_head} attention heads: use an "
+                            f"n_head that divides n_embd (or an n_embd that is a multiple of n_head)")
+        if model_type == 'backpack' and n_embd % n_senses:
+            raise UserError(f"--n_embd {n_embd} does not split into --n_senses {n_senses} (the sense weights' "
+                            f"query/key heads): use an n_senses that divides n_embd")
+    if decay_lr and min_lr > learning_rate:
+        raise UserError(f"--min_lr {min_lr:g} is above --learning_rate {learning_rate:g}: the schedule decays from "
+                        f"learning_rate down to min_lr")
+    if decay_lr and lr_decay_iters < warmup_iters:
+        raise UserError(f"--lr_decay_iters {lr_decay_iters} is below --warmup_iters {warmup_iters}: the cosine decay "
+                        f"follows the warmup (or set --decay_lr False for a constant learning rate)")
+    probe = os.path.abspath(out_dir)
+    while not os.path.lexists(probe):  # the deepest part of the path that exists must be a directory
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UserError(f"--out_dir {out_dir}: {probe} is a file, not a directory; pass a directory "
+                        f"(it is created if missing)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--out_dir {out_dir}: cannot write in {probe} (permission denied)")
+    missing = [pkg for pkg in ('wandb', 'tensorboard')
+               if globals()[f'{pkg}_log'] and importlib.util.find_spec(pkg) is None]
+    if missing:  # optional extras: say so before any work
+        one = len(missing) == 1
+        raise UserError(f"{' and '.join(f'--{pkg}_log' for pkg in missing)} need{'s' * one} {' and '.join(missing)}, "
+                        f"which {'is' if one else 'are'} not installed: pip install {' '.join(missing)}, or drop "
+                        f"the flag{'' if one else 's'}")
+    data_path = resolve_data_dir(data_dir)
+    if init_from == 'backpack-small' and not os.path.isfile(os.path.join(pretrained_path, 'tokenizer.json')):
+        with open(os.path.join(data_path, 'meta.json')) as f:  # (an export_hf.py directory has its own tokenizer,
+            kind = json.load(f)['tokenizer']['type']            # compared with the data's once that is loaded)
+        if kind != 'gpt2':
+            raise UserError(f"--init_from backpack-small finetunes the Backpack of --pretrained_path {pretrained_path} "
+                            f"(GPT-2's vocabulary; offline, a local backpack-gpt2 directory) and needs data prepared "
+                            f"with the GPT-2 tokenizer, but {data_path} uses {kind!r}: run data/europarl/prepare.py "
+                            f"--tokenizer gpt2 --out_dir data/europarl_gpt2 and pass --data_dir europarl_gpt2")
+    return data_path
+
+
+def resume_command(argv, world):
+    """The command that continues this run: its own command line (so --config and every setting given too),
+    with --init_from resume in place of --init_from/--overwrite, and --out_dir named."""
+    kept, i = [], 0
+    while i < len(argv):
+        key, eq, _ = argv[i][2:].partition('=') if argv[i].startswith('--') else (None, '', '')
+        with_value = not eq and i + 1 < len(argv) and not argv[i + 1].startswith('--')  # configurator's rule
+        if key in ('init_from', 'overwrite'):
+            i += 2 if with_value else 1
+            continue
+        kept.append(argv[i])
+        i += 1
+    if not any(a == '--out_dir' or a.startswith('--out_dir=') for a in kept):
+        kept += ['--out_dir', out_dir]
+    launcher = ['python'] if world == 1 else ['torchrun', '--standalone', f'--nproc_per_node={world}']
+    return shlex.join([*launcher, sys.argv[0], *kept, '--init_from', 'resume'])
+
+
 def save_resume_point(path, reason, model, optimizer, scaler, sampler, world, **state):
     """Write ckpt.pt (rank 0) with every rank's RNG states: a collective, so every rank calls it."""
     rng = gather_rng_states(sampler.state_dict(), world)
@@ -339,28 +448,17 @@ def main():
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     keys_set = configure(globals(), sys.argv[1:], describe=describe_keys)
-    config = {k: globals()[k] for k in CONFIG_KEYS}
-    if model_type not in ('backpack', 'transformer'):
-        raise UserError(f"--model_type {model_type!r}: expected backpack or transformer")
-    if init_from not in ('scratch', 'resume', 'backpack-small'):
-        raise UserError(f"--init_from {init_from!r}: expected scratch, resume or backpack-small")
-    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
-        raise UserError(f"--dtype {dtype!r}: expected auto, float32, bfloat16 or float16")
-    for key in ('eval_interval', 'eval_iters', 'log_interval', 'batch_size', 'gradient_accumulation_steps'):
-        if globals()[key] < 1:  # eval_iters 0 would report NaN losses, an interval of 0 divides by zero
-            raise UserError(f"--{key} {globals()[key]}: expected a positive integer")
     ckpt_path, best_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'best.pt')
+    ckpt, resume_differs = None, []
+    if init_from == 'resume' and os.path.isfile(ckpt_path):  # a missing one is said after the start-up checks
+        ckpt = read_checkpoint(ckpt_path)
+        resume_differs = resume_settings(ckpt.get('config', {}), set(keys_set))
+    config = {k: globals()[k] for k in CONFIG_KEYS}
+    data_path = check_settings()
     existing = [p for p in (ckpt_path, best_path) if os.path.isfile(p)]
     if init_from != 'resume' and existing and not overwrite:
         raise UserError(f"there is already {' and '.join(existing)}: continue that run with --init_from resume, "
                         f"train into another --out_dir, or pass --overwrite to replace it")
-    missing = [pkg for pkg in ('wandb', 'tensorboard')
-               if globals()[f'{pkg}_log'] and importlib.util.find_spec(pkg) is None]
-    if missing:  # optional extras: say so before any work
-        one = len(missing) == 1
-        raise UserError(f"{' and '.join(f'--{pkg}_log' for pkg in missing)} need{'s' * one} {' and '.join(missing)}, "
-                        f"which {'is' if one else 'are'} not installed: pip install {' '.join(missing)}, or drop "
-                        f"the flag{'' if one else 's'}")
 
     # ---- processes, device, precision
     ddp = int(os.environ.get('RANK', -1)) != -1
@@ -393,17 +491,14 @@ def main():
     torch.manual_seed(seed + rank)  # dropout masks differ between ranks (the weights come from rank 0)
 
     # ---- data
-    data_path = resolve_data_dir(data_dir)
     tokenizer = load_tokenizer(data_path)
     meta = tokenizer.meta
     bin_dtype = np.dtype(meta['dtype'])
 
     # ---- model
-    ckpt = None
     if init_from == 'resume':
-        if not os.path.isfile(ckpt_path):
+        if ckpt is None:
             raise MissingFileError(f"--init_from resume but {ckpt_path} does not exist")
-        ckpt = read_checkpoint(ckpt_path)
         if ckpt['model_type'] != model_type:
             raise UserError(f"{ckpt_path} holds a {ckpt['model_type']} model, but --model_type is {model_type}; "
                             f"resume it with --model_type {ckpt['model_type']} or use another --out_dir")
@@ -418,14 +513,11 @@ def main():
             if not same_tokenizer(exported, tokenizer):
                 raise UserError(f"--init_from backpack-small: {pretrained_path} was trained with another tokenizer "
                                 f"than the data in {data_path}; prepare the data with its tokenizer")
-        elif meta['tokenizer']['type'] != 'gpt2':
-            raise UserError(f"--init_from backpack-small needs data prepared with the GPT-2 tokenizer "
-                            f"(backpack-gpt2's vocabulary), but {data_path} uses {meta['tokenizer']['type']!r}; "
-                            f"run data/europarl/prepare.py --tokenizer gpt2 --out_dir data/europarl_gpt2")
         try:
             model = from_pretrained_backpack(pretrained_path, dropout=dropout)
-        except (FileNotFoundError, ValueError) as e:
-            raise UserError(str(e)) from None
+        except (FileNotFoundError, ValueError) as e:  # the one line names the setting to change
+            raise UserError(str(e) if '--pretrained_path' in str(e) else f"--pretrained_path {pretrained_path}: {e}") \
+                from None
         if meta['vocab_size'] > model.config.vocab_size:
             raise UserError(f"data vocab {meta['vocab_size']} exceeds the pretrained vocab {model.config.vocab_size}")
         if meta['vocab_size'] < model.config.vocab_size:  # padding rows: never generated, never a top token
@@ -446,6 +538,9 @@ def main():
     if master and ignored:
         warn(f"--init_from {init_from} keeps the model's own settings, ignoring "
              + ', '.join(f"--{k} {globals()[k]!r} (the model has {getattr(model_cfg, k)!r})" for k in ignored))
+    if master and resume_differs:
+        print("note: --init_from resume continues the saved run's settings, except these given now: "
+              + ', '.join(resume_differs))
     raw_model = model.to(dev)
 
     optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
@@ -620,7 +715,8 @@ def main():
         for _, close in trackers:
             close()
         if stopping:
-            print(f"stopped by signal at iter {iter_num}; continue with --init_from resume --out_dir {out_dir}")
+            print(f"stopped by signal at iter {iter_num}; continue with: {resume_command(sys.argv[1:], world)}",
+                  flush=True)
         else:
             if out_of_time:
                 print(f"time budget of {max_minutes:g} min reached at iter {iter_num} ({log['elapsed_s'] / 60:.1f} min "
@@ -629,6 +725,8 @@ def main():
             plot_loss_curves({model_type: log}, os.path.join(out_dir, 'loss_curve.png'))
     if ddp:
         dist.destroy_process_group()
+    if _interrupted:  # Ctrl-C: the shell convention 128 + SIGINT, so that a script (set -e) stops too; SIGTERM
+        sys.exit(128 + signal.SIGINT)  # (a preemption) exits 0 once saved, as a run to be resumed
 
 
 if __name__ == '__main__':

@@ -139,3 +139,53 @@ def test_checkpoints_without_tokenizer_vocab_size_get_it_from_their_meta(data_vo
                                       model_args=dict(TINY_ARGS), meta={'vocab_size': data_vocab})
     assert 'tokenizer_vocab_size' not in ckpt['model_args']  # as written before the field existed
     assert checkpoint.model_from_checkpoint(ckpt).config.tokenizer_vocab_size == expected
+
+
+class FakeCuda:
+    """torch.cuda's RNG functions for `count` devices, one RNG state (a byte tensor) per device, on a CPU
+    machine: setting a device that is not there fails as on a real host."""
+
+    def __init__(self, count, current=0):
+        self.count, self.current = count, current
+        self.states = [torch.full((8,), 10 * i, dtype=torch.uint8) for i in range(count)]
+
+    def index(self, device='cuda'):
+        device = torch.device(device) if not isinstance(device, int) else torch.device('cuda', device)
+        index = self.current if device.index is None else device.index
+        if index >= self.count:
+            raise RuntimeError(f"CUDA error: invalid device ordinal {index}")
+        return index
+
+    def get_rng_state(self, device='cuda'):
+        return self.states[self.index(device)].clone()
+
+    def set_rng_state(self, state, device='cuda'):
+        self.states[self.index(device)] = state.clone()
+
+    def install(self, monkeypatch):
+        for name in ('get_rng_state', 'set_rng_state'):
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+        monkeypatch.setattr(torch.cuda, 'get_rng_state_all', lambda: [self.get_rng_state(i) for i in range(self.count)])
+        monkeypatch.setattr(torch.cuda, 'set_rng_state_all',
+                            lambda states: [self.set_rng_state(s, i) for i, s in enumerate(states)])
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+        monkeypatch.setattr(torch.cuda, 'device_count', lambda: self.count)
+        monkeypatch.setattr(torch.cuda, 'current_device', lambda: self.current)
+        return self
+
+
+def test_a_resume_keeps_only_the_current_gpus_rng_state_and_restores_on_fewer_gpus(tmp_path, monkeypatch):
+    saver = FakeCuda(2, current=1).install(monkeypatch)  # the rank on the second of 2 GPUs
+    checkpoint.save_checkpoint({'rng': checkpoint.rng_state()}, tmp_path / 'ckpt.pt')
+    state = torch.load(tmp_path / 'ckpt.pt', weights_only=True)['rng']
+    assert torch.equal(state['cuda'], saver.states[1])  # that GPU's state alone
+    resumer = FakeCuda(1).install(monkeypatch)  # resumed on a host with one GPU
+    checkpoint.set_rng_state(state)
+    assert torch.equal(resumer.states[0], saver.states[1])
+    # a checkpoint written before holds every visible GPU's states: the current device's entry is restored
+    old = dict(state, cuda=[torch.full((8,), 7, dtype=torch.uint8), torch.full((8,), 9, dtype=torch.uint8)])
+    checkpoint.set_rng_state(old)
+    assert torch.equal(resumer.states[0], old['cuda'][0])
+    second = FakeCuda(2, current=1).install(monkeypatch)
+    checkpoint.set_rng_state(old)
+    assert torch.equal(second.states[1], old['cuda'][1]) and torch.equal(second.states[0], torch.zeros(8, dtype=torch.uint8))

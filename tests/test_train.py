@@ -92,12 +92,53 @@ def test_resumed_run_equals_uninterrupted_run(sample_data_dir, tmp_path):
     common = [*TINY, '--data_dir', sample_data_dir, '--eval_interval', 10, '--dropout', 0.1]
     train(*common, '--out_dir', tmp_path / 'whole', '--max_iters', 30)
     train(*common, '--out_dir', tmp_path / 'split', '--max_iters', 20)
-    train(*common, '--out_dir', tmp_path / 'split', '--max_iters', 30, '--init_from', 'resume')
+    # the resume names only what changes: every other setting (data, batch, lr schedule...) is the saved run's
+    resumed = train('--init_from', 'resume', '--out_dir', tmp_path / 'split', '--max_iters', 30)
+    assert 'x 8 x 32 tokens per iteration' in resumed.stdout  # TINY's batch_size and block_size, not the defaults
+    notes = [line for line in resumed.stdout.splitlines() if 'saved run' in line]
+    assert notes == ["note: --init_from resume continues the saved run's settings, except these given now: "
+                     "--max_iters 30 (saved 20)"]
     whole, split = read_log(tmp_path / 'whole'), read_log(tmp_path / 'split')
     assert len(whole['train_loss']) == 30
     assert split['train_loss'] == whole['train_loss']  # bit-identical, dropout included
     strip = lambda evals: [{k: v for k, v in e.items() if k != 'elapsed_s'} for e in evals]  # noqa: E731
     assert strip(split['evals']) == strip(whole['evals'])
+    configs = [torch.load(tmp_path / d / 'ckpt.pt', weights_only=True)['config'] for d in ('whole', 'split')]
+    own = ('out_dir', 'init_from')
+    assert {k: v for k, v in configs[0].items() if k not in own} == {k: v for k, v in configs[1].items()
+                                                                      if k not in own}
+
+
+def test_resume_names_the_settings_given_now_that_differ_from_the_saved_run(sample_data_dir, tmp_path):
+    out = tmp_path / 'run'
+    train(*TINY, '--data_dir', sample_data_dir, '--out_dir', out, '--max_iters', 6, '--eval_interval', 3)
+    result = train('--init_from', 'resume', '--out_dir', out, '--max_iters', 9, '--learning_rate', 2e-3,
+                   '--batch_size', 8, '--n_layer', 3)
+    notes = [line for line in result.stdout.splitlines() if 'saved run' in line]
+    # batch_size equals the saved one; n_layer is the model's, said by the warning on what the model ignores
+    assert notes == ["note: --init_from resume continues the saved run's settings, except these given now: "
+                     "--max_iters 9 (saved 6), --learning_rate 0.002 (saved 0.01)"]
+    assert '--n_layer 3 (the model has 1)' in result.stderr
+    lr = read_log(out)['evals'][-1]['lr']  # iter 9 on the saved schedule (warmup 5, decay to 100), peak 2e-3
+    min_lr = 2e-4  # config/train_europarl_tiny.py's
+    assert lr == pytest.approx(min_lr + 0.5 * (1 + math.cos(math.pi * 4 / 95)) * (2e-3 - min_lr))
+
+
+def test_sense_probes_run_in_eval_mode_and_leave_training_untouched(sample_data_dir):
+    """The probes after each evaluation use the model without dropout and draw nothing from the training
+    RNG: a run that probes trains exactly as one that does not."""
+    import train as train_module
+    from model import BackpackLM, ModelConfig
+    from tokenizer import load_tokenizer
+    tokenizer = load_tokenizer(sample_data_dir)
+    torch.manual_seed(0)
+    model = BackpackLM(ModelConfig(block_size=16, vocab_size=tokenizer.meta['vocab_size'], n_layer=1, n_head=2,
+                                   n_embd=32, n_senses=4, dropout=0.5))
+    rng = torch.get_rng_state()
+    first = train_module.probe_senses(model, tokenizer, 'cpu')
+    assert torch.equal(torch.get_rng_state(), rng) and model.training
+    assert train_module.probe_senses(model, tokenizer, 'cpu') == first  # no dropout: deterministic
+    assert train_module.probe_senses(model.eval(), tokenizer, 'cpu') == first and not model.training
 
 
 def test_sigterm_saves_the_resume_point_and_exits_0(sample_data_dir, tmp_path):
@@ -115,6 +156,89 @@ def test_sigterm_saves_the_resume_point_and_exits_0(sample_data_dir, tmp_path):
     ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
     assert 3 <= ckpt['iter_num'] < 100000 and len(ckpt['training_log']['train_loss']) == ckpt['iter_num']
     assert f"stopped by signal at iter {ckpt['iter_num']}" in rest and str(out / 'ckpt.pt') in rest
+
+
+def test_sigint_saves_the_resume_point_exits_130_and_names_the_full_resume_command(sample_data_dir, tmp_path):
+    """Ctrl-C stops what the user started: ckpt.pt is saved, then exit status 130 (128 + SIGINT), so that a
+    script (set -e) stops too; the hint is the whole command, --config included, and it continues the run."""
+    out = tmp_path / 'ctrl-c'
+    proc = start_train(*TINY, '--data_dir', sample_data_dir, '--out_dir', out, '--max_iters', 100000,
+                       '--eval_interval', 1000, '--log_interval', 1, '--overwrite')
+    wait_for_line(proc, 'iter 3:')
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 130, rest
+    ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
+    done = ckpt['iter_num']
+    assert 3 <= done < 100000 and len(ckpt['training_log']['train_loss']) == done
+    hint = next(line for line in rest.splitlines() if line.startswith(f'stopped by signal at iter {done}; '))
+    command = hint.split('; continue with: ', 1)[1]
+    assert command.startswith(f'python {REPO / "train.py"} --config train_europarl_tiny ')
+    assert f' --out_dir {out} ' in command and command.endswith(' --init_from resume') and '--overwrite' not in command
+    argv = shlex.split(command)
+    resumed = train(*argv[2:], '--max_iters', done + 2)  # the hint, 2 iterations further
+    notes = [line for line in resumed.stdout.splitlines() if 'saved run' in line]
+    assert notes == ["note: --init_from resume continues the saved run's settings, except these given now: "
+                     f"--max_iters {done + 2} (saved 100000)"]  # every other setting as saved
+    assert torch.load(out / 'ckpt.pt', weights_only=True)['iter_num'] == done + 2
+
+
+def test_sigint_during_the_first_step_exits_130_too(sample_data_dir, tmp_path):
+    proc = start_train(*TINY, '--data_dir', sample_data_dir, '--out_dir', tmp_path / 'sig', '--max_iters', 1,
+                       '--eval_iters', 1, '--gradient_accumulation_steps', 400)
+    wait_for_line(proc, 'eval 0:')
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 130, rest
+    assert 'stopped by signal at iter 0; continue with: python ' in rest
+    assert torch.load(tmp_path / 'sig' / 'ckpt.pt', weights_only=True)['iter_num'] == 0
+
+
+STUB_PYTHON = """#!/usr/bin/env bash
+# stands for python in a copy of quickstart.sh: logs each command; the Backpack's training is interrupted once
+echo "$*" >> "$QUICKSTART_LOG"
+if [[ "$*" == *"train.py"*"out/tiny_backpack"* && "$*" != *"--init_from resume"* ]]; then
+    mkdir -p out/tiny_backpack && touch out/tiny_backpack/ckpt.pt
+    echo "stopped by signal at iter 7; continue with: python train.py ... --init_from resume"
+    exit 130
+fi
+"""
+
+
+def test_quickstart_stops_at_an_interrupted_step_and_goes_on_from_it(tmp_path):
+    (tmp_path / 'quickstart.sh').write_text((REPO / 'quickstart.sh').read_text())
+    (tmp_path / 'bin').mkdir()
+    (tmp_path / '.venv' / 'bin').mkdir(parents=True)
+    (tmp_path / '.venv' / 'bin' / 'activate').write_text(f'PATH="{tmp_path / "bin"}:$PATH"\n')
+    (tmp_path / 'bin' / 'python').write_text(STUB_PYTHON)
+    (tmp_path / 'bin' / 'python').chmod(0o755)
+    log = tmp_path / 'commands.log'
+    env = {**os.environ, 'QUICKSTART_LOG': str(log)}
+
+    def quickstart(*args):
+        result = subprocess.run(['bash', str(tmp_path / 'quickstart.sh'), *args], capture_output=True, text=True,
+                                timeout=60, env=env)
+        commands = log.read_text().splitlines() if log.exists() else []
+        log.unlink(missing_ok=True)
+        return result, commands
+
+    result, commands = quickstart()
+    assert result.returncode == 130, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1] == ('quickstart.sh stopped at step 3/8 (exit status 130); go on '
+                                                      'from there with: bash quickstart.sh --from 3')
+    assert commands[-1].startswith('train.py --config train_europarl_tiny --model_type backpack')
+    assert not any('tiny_transformer' in c for c in commands)  # step 4 and later did not run
+
+    result, commands = quickstart('--from', '3')
+    assert result.returncode == 0 and '[2/8] skipped (--from 3)' in result.stdout, result.stdout + result.stderr
+    assert not any('prepare.py' in c for c in commands)
+    trains = [c for c in commands if c.startswith('train.py')]
+    assert trains == ['train.py --config train_europarl_tiny --model_type backpack --out_dir out/tiny_backpack '
+                      '--init_from resume',
+                      'train.py --config train_europarl_tiny --model_type transformer --out_dir out/tiny_transformer '
+                      '--overwrite']
+    assert commands[-1].startswith('compare_models.py') and result.stderr == ''
+    assert quickstart('--from', '9')[0].returncode == 2
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_backpack_dir, sample_data_dir, tmp_path):
