@@ -21,7 +21,8 @@ API (both models)
                                                    the tied LM head and B*T*V logits are never held
     model(idx, targets, return_logits=True)     -> (logits (B,T,V), loss)
     targets == -1 (nanoGPT) and -100 (Hugging Face) are ignored; any other negative target is a
-    ValueError; the loss is the mean NLL over the others (nats).
+    ValueError; the loss is the mean NLL over the others (nats), and 0 with a zero gradient when every
+    target is ignored (nothing to score contributes nothing), on both paths.
     model.n_tokens -> how many rows of E are token ids: config.tokenizer_vocab_size, or all V rows
     model.hidden_states(idx) -> {'hidden': ln_f(h) (B,T,d)} (+ 'o': o (B,T,d) for a Backpack)
     model.input_embeddings() -> E[:n_tokens] (n_tokens, d), the tied input embedding / LM head
@@ -189,7 +190,9 @@ def mix_senses(alpha, senses):
 
 def _gather_senses(table, where):
     """table (k, n, d) of sense vectors, where (B, T) row ids into it -> (B, k, T, d), gathered in that
-    layout at once: row l*n + where[b, j] of the flattened table is sense l of position (b, j)."""
+    layout at once: row l*n + where[b, j] of the flattened table is sense l of position (b, j).
+    A contiguous table is flattened as a view; any other (e.g. a slice of the inference table's
+    buffer along n) is copied whole first, so the inference table passes its whole buffer."""
     S, n, D = table.shape
     rows = where[:, None, :] + n * torch.arange(S, device=where.device)[:, None]
     return F.embedding(rows, table.reshape(S * n, D))
@@ -253,7 +256,9 @@ class _LanguageModel(nn.Module):
         targets = _loss_targets(targets).reshape(-1)
         if return_logits:
             logits = self.lm_head(x)
-            return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets, ignore_index=-1)
+            # sum / count, not the mean: with every target ignored that is 0 (as the chunked loss), not 0/0 = NaN
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets, ignore_index=-1, reduction='sum')
+            return logits, loss / (targets >= 0).sum().clamp(min=1)
         return None, chunked_cross_entropy(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets)
 
     def get_num_params(self, non_embedding=True):
@@ -362,9 +367,10 @@ class BackpackLM(_LanguageModel):
         if self._sense_table_key != key:
             self._sense_slot = torch.full((self.config.vocab_size,), -1, dtype=torch.long, device=idx.device)
             self._sense_table, self._sense_table_size, self._sense_table_key = None, 0, key
-        tokens = torch.unique(idx)
-        new = tokens[self._sense_slot[tokens] < 0]
-        if len(new):
+        slots = self._sense_slot[idx]
+        missing = slots < 0
+        if missing.any():  # ids new to the table (a cached generation step mostly has none)
+            new = torch.unique(idx[missing])
             C = self.sense_vectors(new).transpose(0, 1)  # (k, n_new, d)
             n0, n1 = self._sense_table_size, self._sense_table_size + len(new)
             if self._sense_table is None or n1 > self._sense_table.size(1):  # grow by doubling
@@ -375,7 +381,10 @@ class BackpackLM(_LanguageModel):
             self._sense_table[:, n0:n1] = C
             self._sense_slot[new] = torch.arange(n0, n1, device=idx.device)
             self._sense_table_size = n1
-        return _gather_senses(self._sense_table[:, :self._sense_table_size], self._sense_slot[idx])
+            slots = self._sense_slot[idx]
+        # the whole (contiguous) buffer, not its filled slice [:, :size]: flattening a slice along n
+        # would copy the table (k * n * d floats) at every call, i.e. at every generation step
+        return _gather_senses(self._sense_table, slots)
 
     def clear_sense_table(self):
         """Free the inference table of sense vectors (it refills on the next inference call)."""
@@ -521,8 +530,13 @@ class KVCache:
         return buf[:, :, :self.length + T]
 
     def reorder(self, rows):
-        """Keep, repeat or permute the batch rows (beam search): row b becomes old row rows[b]."""
-        self.buffers = {name: buf.index_select(0, rows) for name, buf in self.buffers.items()}
+        """Keep, repeat or permute the batch rows (beam search): row b becomes old row rows[b]. Only
+        the `length` positions written so far are copied, into new buffers of max_len positions."""
+        L = self.length
+        for name, buf in self.buffers.items():
+            new = buf.new_empty(len(rows), *buf.shape[1:])
+            torch.index_select(buf[:, :, :L], 0, rows, out=new[:, :, :L])
+            self.buffers[name] = new
 
 
 @torch.no_grad()
