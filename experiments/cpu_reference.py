@@ -1,26 +1,40 @@
 """
 The CPU reference experiment in one command: a Backpack, its Transformer twin (the same contextual network) and
-the Transformer widened to the Backpack's parameter count, each trained for the same wall-clock budget, fully
-evaluated, compared, and collected as evidence (never weights) into results/cpu_reference/.
+the Transformer widened to the Backpack's parameter count, each trained for the same compute, fully evaluated,
+compared, and collected as evidence (never weights) into results/cpu_reference/.
 
-    python experiments/cpu_reference.py --data_dir data/europarl_bpe8k --minutes 45
+The whole reference (size S with 3 training seeds, size M with 1; bfloat16 and torch.compile come from the config):
+
+    python experiments/cpu_reference.py --data_dir data/europarl_bpe8k --sizes S M --seeds 0 1 2 --size_seeds M=0
+
+Equal compute that does not depend on the host's load: one speed probe per distinct model shape, all taken
+together in the plan step before any training, turns each size's budget in probe-minutes (--budget, default S=30
+M=60) into iterations (max_iters = lr_decay_iters, cpu_sweep's rule); the runs then go by iterations only, however
+loaded the host is while they train (no --max_minutes), and the wall-clock each took is recorded beside them.
+plan.json states each budget in probe-minutes and in training FLOPs (train.py's flops_per_token, which counts the
+sense network and the sense mixture, x tokens per iteration x iterations).
+
+Sizes (--sizes): S = the config's recipe (d 128, 2 layers, 2 heads); M = the next size up, as in the recorded
+sweep (results/cpu_reference/sweep: d 192, 3 layers, 3 heads, learning rate 1.5e-3). In each size the wide
+Transformer's n_embd is the multiple of 8 x n_head whose parameter count is closest to that size's Backpack.
+Seeds (--seeds, per size --size_seeds SIZE=S1,S2): train.py's --seed (weights and batch order).
 
 Steps (--steps, default all), each skipped when its output exists and is current, so rerunning the same
 command after an interruption continues where it stopped:
-  plan      speed probe per model -> max_iters = lr_decay_iters fitted to the budget (cpu_sweep's rule); the
-            wide Transformer's n_embd is the multiple of 8 x n_head whose parameter count is closest to the
-            Backpack's. Kept in WORK/plan.json so that a resumed run keeps its schedule.
-  train     `train.py --config CONFIG --model_type M --max_minutes MINUTES ...` into WORK/<model>; a run with a
-            ckpt.pt but not finished is continued with --init_from resume (the budget spans all segments).
+  plan      the probes -> WORK/plan.json (kept, so that a resumed run keeps its schedule).
+  train     `train.py --config CONFIG --model_type M --seed S --max_iters N --lr_decay_iters N ...` into
+            WORK/<size>/<model>_seed<s>; a run with a ckpt.pt that has not reached max_iters is continued with
+            --init_from resume.
   evaluate  run_full_evaluation.py (greedy, Europarl test), then evaluate.py --translation with beam 4 and on
-            each --test_sets set (greedy and beam 4) into WORK/<model>/translation_<set>_beam<b>.json.
-  compare   compare_models.py: Backpack vs twin (WORK/comparison), Backpack vs wide (WORK/comparison_wide).
-  collect   results/cpu_reference/: each model's results, report, logs, PNGs and translation files (with the
-            test sentences, meta.json and tokenizer that `verify_evaluation.py --committed` reads), the
-            comparisons, the sweep if there is one, plan.json and run.json (every command with its wall-clock, the
-            machine, the git revision).
+            each --test_sets set (greedy and beam 4) into WORK/<size>/<run>/translation_<set>_beam<b>.json.
+  compare   compare_models.py per size and seed: Backpack vs twin (WORK/<size>/comparison_seed<s>), Backpack vs
+            wide (WORK/<size>/comparison_wide_seed<s>).
+  collect   results/cpu_reference/<size>/<model>_seed<s>/: each run's results, report, logs, PNGs and translation
+            files (with the test sentences, meta.json and tokenizer that `verify_evaluation.py --committed`
+            reads); results/cpu_reference/<size>/comparison[_wide]_seed<s>/; plan.json and run.json (every command
+            with its wall-clock, each run's training wall-clock, the machine, the git revision).
 
-Models run one after another: each gets the whole machine, which is what "the same wall-clock budget" means.
+Runs go one after another: each gets the whole machine.
 """
 import argparse
 import json
@@ -39,11 +53,22 @@ from experiments.cpu_sweep import fitted_iters, probe_ms_per_iter  # noqa: E402
 
 MODELS = ('backpack', 'transformer', 'transformer_wide')
 STEPS = ('plan', 'train', 'evaluate', 'compare', 'collect')
+# each size: train.py settings over the config's. S is the recipe itself; M the sweep's next size up
+# (results/cpu_reference/sweep/sweep.json, d192-L3-k16-T128: n_embd % n_head == 0 and n_embd % n_senses == 0)
+SIZES = {'S': {}, 'M': {'n_embd': 192, 'n_layer': 3, 'n_head': 3, 'learning_rate': 1.5e-3}}
+BUDGET = {'S': 30.0, 'M': 60.0}  # probe-minutes of training per run
 EXTRA_BEAM = 4
 # copied from each out_dir into the results: evidence, never weights; with what verify_evaluation.py --committed
 # reads to check it (the held-out test sentences, meta.json, the tokenizer)
 EVIDENCE = ('evaluation_results.json', 'evaluation_report.md', 'training_log.json', 'sense_labels.json', '*.png',
             'translation_*.json', 'meta.json', 'test.en', 'test.fr', 'tokenizer')
+PLAN_NOTE = ("Each run trains max_iters = lr_decay_iters iterations, whatever the host's load: the iterations its "
+             "size's budget buys at the speed probed for its shape (one probe per shape, all in the plan step; "
+             "cpu_sweep.fitted_iters keeps 10% for the evaluations). probe_minutes = the budget; "
+             "planned_probe_minutes = max_iters x probe_ms_per_iter; train_flops = flops_per_token (train.py's "
+             "estimate: 6 x weights per token, attention, and for the Backpack the sense network run for every "
+             "token and the sense mixture) x tokens_per_iter x max_iters. The wall-clock each run took is in "
+             "run.json.")
 
 
 def python(script, *args):
@@ -61,6 +86,7 @@ class Runner:
         shown = 'python ' + ' '.join([os.path.relpath(cmd[1], REPO), *map(str, cmd[2:])])
         print(f"[{step}] {model}: {shown}", flush=True)
         t0 = time.time()
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, 'a') as log:
             proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         self.records.append({'step': step, 'model': model, 'command': shown, 'wall_s': round(time.time() - t0, 1),
@@ -78,19 +104,45 @@ def git_revision():
                           text=True).stdout.strip()
 
 
-def model_settings(name, wide_n_embd=None):
-    return {'model_type': 'backpack' if name == 'backpack' else 'transformer',
+def run_name(size, model, seed):
+    return f'{size}/{model}_seed{seed}'
+
+
+def model_settings(name, size, wide_n_embd=None):
+    """train.py settings of a model of a size, over the config's."""
+    return {'model_type': 'backpack' if name == 'backpack' else 'transformer', **SIZES[size],
             **({'n_embd': wide_n_embd} if name == 'transformer_wide' else {})}
 
 
-def params_of(config, vocab_size, model_type, **overrides):
-    """Total parameters of the model train.py would build from the config file (and overrides)."""
+def train_defaults():
+    import train as train_py
+    return {k: getattr(train_py, k) for k in train_py.CONFIG_KEYS}
+
+
+def built(config, vocab_size, model_type, **overrides):
+    """(total parameters, ModelConfig) of the model train.py would build from the config file (and overrides)."""
     from dataclasses import fields
     from checkpoint import build_model
     from model import ModelConfig
-    settings = {**config, **overrides, 'vocab_size': vocab_size}
+    settings = {**train_defaults(), **config, **overrides, 'vocab_size': vocab_size}
     args = {f.name: settings[f.name] for f in fields(ModelConfig) if f.name in settings}
-    return build_model(model_type, args).get_num_params(non_embedding=False)
+    model = build_model(model_type, args)
+    return model.get_num_params(non_embedding=False), model.config
+
+
+def params_of(config, vocab_size, model_type, **overrides):
+    return built(config, vocab_size, model_type, **overrides)[0]
+
+
+def training_flops(config, vocab_size, settings, max_iters):
+    """train.py's estimate: flops_per_token x tokens per iteration (one process on the CPU) x iterations."""
+    from train import flops_per_token
+    merged = {**train_defaults(), **config, **settings}
+    model_type = settings['model_type']
+    _, model_cfg = built(config, vocab_size, model_type, **{k: v for k, v in settings.items() if k != 'model_type'})
+    per_token = flops_per_token(model_type, model_cfg, merged['block_size'])
+    tokens_per_iter = merged['gradient_accumulation_steps'] * merged['batch_size'] * merged['block_size']
+    return per_token, tokens_per_iter, per_token * tokens_per_iter * max_iters
 
 
 def read_config(name):
@@ -106,19 +158,25 @@ def wide_width(config, vocab_size):
     """The n_embd (a multiple of 8 x n_head) whose Transformer is closest in parameters to the Backpack."""
     target = params_of(config, vocab_size, 'backpack')
     step = 8 * config["n_head"]
-    widths = range(config['n_embd'], 4 * config['n_embd'] + 1, step)
-    best = min(widths, key=lambda d: abs(params_of(config, vocab_size, 'transformer', n_embd=d) - target))
-    return best, target, params_of(config, vocab_size, 'transformer', n_embd=best)
+    best, best_gap = None, None
+    for d in range(config['n_embd'], 4 * config['n_embd'] + 1, step):
+        got = params_of(config, vocab_size, 'transformer', n_embd=d)
+        if best_gap is None or abs(got - target) < best_gap:
+            best, best_gap, best_params = d, abs(got - target), got
+        if got > target:  # the count grows with n_embd: no wider one is closer
+            break
+    return best, target, best_params
 
 
-def train_args(args, model, entry):
+def train_args(args, size, model, seed, entry):
     return ['--config', args.config, '--data_dir', args.data_dir, '--device', 'cpu',
-            '--out_dir', args.work_dir / model, *[a for k, v in entry['settings'].items() for a in (f'--{k}', v)],
+            '--out_dir', args.work_dir / run_name(size, model, seed),
+            *[a for k, v in entry['settings'].items() for a in (f'--{k}', v)], '--seed', seed,
             '--max_iters', entry['max_iters'], '--lr_decay_iters', entry['max_iters'],
-            '--eval_interval', entry['eval_interval'], '--max_minutes', args.minutes]
+            '--eval_interval', entry['eval_interval']]
 
 
-def finished(out_dir, minutes, max_iters):
+def finished(out_dir, max_iters):
     log_path = out_dir / 'training_log.json'
     if not log_path.is_file():
         return False
@@ -126,48 +184,90 @@ def finished(out_dir, minutes, max_iters):
     # the iteration reached (train.py's iter_num), not the last evaluation's, which can be short of max_iters;
     # logs written before train.py recorded it have only the evaluations
     reached = log.get('iter_num', log['evals'][-1]['iter'] if log['evals'] else 0)
-    return reached >= max_iters or log.get('elapsed_s', 0) >= 60 * minutes
+    return reached >= max_iters
+
+
+def read_plan(path):
+    if not path.is_file():
+        return {'note': PLAN_NOTE, 'sizes': {}, 'seeds': {}}
+    plan = json.loads(path.read_text())
+    if 'sizes' not in plan:
+        raise UserError(f"{path} is an older plan (one size, a wall-clock budget per run): plan into another "
+                        f"--work_dir, or remove it to probe again")
+    return plan
 
 
 def plan(args):
     path = args.work_dir / 'plan.json'
-    entries = json.loads(path.read_text()) if path.is_file() else {}
+    plan = read_plan(path)
     config = read_config(args.config)
+    minutes_cap = {**train_defaults(), **config}['max_minutes']
+    if minutes_cap:
+        raise UserError(f"config {args.config} sets max_minutes = {minutes_cap:g}: the reference runs go by "
+                        f"iterations only (fitted to the budget by the speed probe), set it to 0")
     data = REPO / args.data_dir
     meta_path = (data if data.is_dir() else REPO / 'data' / args.data_dir) / 'meta.json'  # train.py's rule
     if not meta_path.is_file():
         raise MissingFileError(f"{meta_path} not found: prepare the data first (python data/europarl/prepare.py "
                                f"--source local --tokenizer bpe --vocab_size 8000 --out_dir {args.data_dir})")
     vocab_size = json.loads(meta_path.read_text())['vocab_size']
-    wide, target, got = wide_width(config, vocab_size)
-    for model in args.models:
-        if model in entries:
-            continue
-        settings = model_settings(model, wide)
-        probe_args = ['--config', args.config, '--data_dir', args.data_dir, '--device', 'cpu',
-                      *[a for k, v in settings.items() for a in (f'--{k}', v)], '--overwrite']
-        ms = probe_ms_per_iter(model, probe_args, args.work_dir / 'probe' / model,
-                               args.work_dir / f'{model}.probe.log', args.probe_iters)
-        iters = fitted_iters(ms, args.minutes)
-        entries[model] = {'settings': settings, 'probe_ms_per_iter': round(ms, 1), 'max_iters': iters,
-                          'eval_interval': max(1, iters // 5),
-                          'params': params_of(config, vocab_size, settings['model_type'],
-                                              **{k: v for k, v in settings.items() if k != 'model_type'})}
-        print(f"[plan] {model}: {ms:.0f} ms/iter -> {iters} iterations, {entries[model]['params']:,} parameters "
-              f"(the Backpack has {target:,})", flush=True)
-        path.write_text(json.dumps(entries, indent=1))
+    probed = {json.dumps(e['settings'], sort_keys=True): e['probe_ms_per_iter']
+              for s in plan['sizes'].values() for e in s['models'].values()}  # one probe per shape
+    for size in args.sizes:
+        budget = args.budget[size]
+        sized = plan['sizes'].setdefault(size, {'probe_minutes': budget, 'settings': SIZES[size], 'models': {}})
+        if sized['probe_minutes'] != budget:
+            raise UserError(f"{path} planned size {size} for {sized['probe_minutes']:g} probe-minutes, not "
+                            f"--budget {size}={budget:g}: plan into another --work_dir, or remove it to plan again")
+        size_config = {**config, **SIZES[size]}
+        (args.work_dir / size).mkdir(exist_ok=True)
+        wide, target, _ = wide_width(size_config, vocab_size)
+        for model in args.models:
+            if model in sized['models']:
+                continue
+            settings = model_settings(model, size, wide)
+            shape = json.dumps(settings, sort_keys=True)
+            if shape not in probed:
+                probe_args = ['--config', args.config, '--data_dir', args.data_dir, '--device', 'cpu',
+                              *[a for k, v in settings.items() for a in (f'--{k}', v)], '--overwrite']
+                probed[shape] = round(probe_ms_per_iter(
+                    f'{size} {model}', probe_args, args.work_dir / 'probe' / f'{size}-{model}',
+                    args.work_dir / size / f'{model}.probe.log', args.probe_iters), 1)
+            ms = probed[shape]
+            iters = fitted_iters(ms, budget)
+            per_token, tokens_per_iter, flops = training_flops(config, vocab_size, settings, iters)
+            entry = {'settings': settings, 'probe_ms_per_iter': ms, 'max_iters': iters,
+                     'eval_interval': max(1, iters // 5),
+                     'params': params_of(config, vocab_size, settings['model_type'],
+                                         **{k: v for k, v in settings.items() if k != 'model_type'}),
+                     'probe_minutes': budget, 'planned_probe_minutes': round(iters * ms / 60_000, 2),
+                     'flops_per_token': per_token, 'tokens_per_iter': tokens_per_iter, 'train_flops': flops}
+            sized['models'][model] = entry
+            print(f"[plan] {size} {model}: {ms:.0f} ms/iter -> {iters} iterations ({budget:g} probe-minutes, "
+                  f"{flops:.3e} FLOPs), {entry['params']:,} parameters (the Backpack has {target:,})", flush=True)
+            path.write_text(json.dumps(plan, indent=1))
+    for size in args.sizes:
+        plan['seeds'][size] = sorted(set(plan['seeds'].get(size, [])) | set(args.seeds_of[size]))
+    path.write_text(json.dumps(plan, indent=1))
     shutil.rmtree(args.work_dir / 'probe', ignore_errors=True)
-    return entries
+    return plan
 
 
-def train(args, run, entries):
-    for model in args.models:
-        out_dir, entry = args.work_dir / model, entries[model]
-        if finished(out_dir, args.minutes, entry['max_iters']):
-            print(f"[train] {model}: finished", flush=True)
+def runs(args):
+    """(size, model, seed, out_dir) of every run the command names, in training order."""
+    return [(size, model, seed, args.work_dir / run_name(size, model, seed))
+            for size in args.sizes for seed in args.seeds_of[size] for model in args.models]
+
+
+def train(args, run, plan):
+    for size, model, seed, out_dir in runs(args):
+        name, entry = run_name(size, model, seed), plan['sizes'][size]['models'][model]
+        if finished(out_dir, entry['max_iters']):
+            print(f"[train] {name}: finished", flush=True)
             continue
         resume = ['--init_from', 'resume'] if (out_dir / 'ckpt.pt').is_file() else ['--overwrite']
-        run('train', model, python('train.py', *train_args(args, model, entry), *resume), args.work_dir / f'{model}.train.log')
+        run('train', name, python('train.py', *train_args(args, size, model, seed, entry), *resume),
+            args.work_dir / f'{name}.train.log')
 
 
 def evaluation_current(path, out_dir):
@@ -176,55 +276,69 @@ def evaluation_current(path, out_dir):
 
 
 def evaluate_models(args, run):
-    for model in args.models:
-        out_dir, log = args.work_dir / model, args.work_dir / f'{model}.evaluate.log'
+    for size, model, seed, out_dir in runs(args):
+        name = run_name(size, model, seed)
+        log = args.work_dir / f'{name}.evaluate.log'
         if not evaluation_current(out_dir / 'evaluation_results.json', out_dir):
-            run('evaluate', model, python('run_full_evaluation.py', '--out_dir', out_dir, '--device', 'cpu',
-                                          '--translation_samples', args.translation_samples), log)
-        for name, files in [('europarl', None), *args.test_sets]:
+            run('evaluate', name, python('run_full_evaluation.py', '--out_dir', out_dir, '--device', 'cpu',
+                                         '--translation_samples', args.translation_samples), log)
+        for set_name, files in [('europarl', None), *args.test_sets]:
             for beam in (1, EXTRA_BEAM):
-                if name == 'europarl' and beam == 1:
+                if set_name == 'europarl' and beam == 1:
                     continue  # in evaluation_results.json
-                path = out_dir / f'translation_{name}_beam{beam}.json'
+                path = out_dir / f'translation_{set_name}_beam{beam}.json'
                 if evaluation_current(path, out_dir):
                     continue
                 source = ['--src_file', files[0], '--tgt_file', files[1]] if files else []
-                run('evaluate', model, python('evaluate.py', '--out_dir', out_dir, '--device', 'cpu', '--translation',
-                                              '--translation_samples', args.translation_samples, *source,
-                                              '--beam_size', beam, '--output', path), log)
+                run('evaluate', name, python('evaluate.py', '--out_dir', out_dir, '--device', 'cpu', '--translation',
+                                             '--translation_samples', args.translation_samples, *source,
+                                             '--beam_size', beam, '--output', path), log)
 
 
 def compare(args, run):
-    for other, folder in (('transformer', 'comparison'), ('transformer_wide', 'comparison_wide')):
-        if {'backpack', other} <= set(args.models):
-            run('compare', other, python('compare_models.py', '--backpack_dir', args.work_dir / 'backpack',
-                                         '--transformer_dir', args.work_dir / other, '--device', 'cpu',
-                                         '--translation_samples', args.translation_samples,
-                                         '--output_dir', args.work_dir / folder), args.work_dir / 'compare.log')
+    for size in args.sizes:
+        for seed in args.seeds_of[size]:
+            for other, folder in (('transformer', 'comparison'), ('transformer_wide', 'comparison_wide')):
+                if {'backpack', other} <= set(args.models):
+                    run('compare', run_name(size, other, seed),
+                        python('compare_models.py', '--backpack_dir', args.work_dir / run_name(size, 'backpack', seed),
+                               '--transformer_dir', args.work_dir / run_name(size, other, seed), '--device', 'cpu',
+                               '--translation_samples', args.translation_samples,
+                               '--output_dir', args.work_dir / size / f'{folder}_seed{seed}'),
+                        args.work_dir / size / 'compare.log')
 
 
 def collect(args):
     target = args.results
     target.mkdir(parents=True, exist_ok=True)
-    for model in args.models:
-        (target / model).mkdir(exist_ok=True)
+    for size, model, seed, out_dir in runs(args):
+        dest = target / run_name(size, model, seed)
+        dest.mkdir(parents=True, exist_ok=True)
         for pattern in EVIDENCE:
-            for file in (args.work_dir / model).glob(pattern):
+            for file in out_dir.glob(pattern):
                 if file.is_dir():
-                    shutil.copytree(file, target / model / file.name, dirs_exist_ok=True)
+                    shutil.copytree(file, dest / file.name, dirs_exist_ok=True)
                 else:
-                    shutil.copy(file, target / model / file.name)
-    for folder in ('comparison', 'comparison_wide'):
-        if (args.work_dir / folder).is_dir():
-            shutil.copytree(args.work_dir / folder, target / folder, dirs_exist_ok=True)
+                    shutil.copy(file, dest / file.name)
+    for size in args.sizes:
+        for seed in args.seeds_of[size]:
+            for folder in (f'comparison_seed{seed}', f'comparison_wide_seed{seed}'):
+                if (args.work_dir / size / folder).is_dir():
+                    shutil.copytree(args.work_dir / size / folder, target / size / folder, dirs_exist_ok=True)
     shutil.copy(args.work_dir / 'plan.json', target / 'plan.json')
     revision = git_revision()
     commands = json.loads((args.work_dir / 'commands.json').read_text())
     run = {'command': 'python experiments/cpu_reference.py ' + ' '.join(sys.argv[1:]),
-           'minutes': args.minutes, 'config': args.config, 'data_dir': str(args.data_dir),
+           'budget_probe_minutes': {size: args.budget[size] for size in args.sizes},
+           'seeds': {size: args.seeds_of[size] for size in args.sizes},
+           'config': args.config, 'data_dir': str(args.data_dir),
            'machine': system.machine('cpu'), 'git_revision': revision, 'commands': commands,
            'wall_s': {step: round(sum(c['wall_s'] for c in commands if c['step'] == step), 1) for step in STEPS
-                      if any(c['step'] == step for c in commands)}}
+                      if any(c['step'] == step for c in commands)},
+           # each run's training wall-clock, all its segments: beside the iterations of plan.json
+           'train_wall_s': {name: round(sum(c['wall_s'] for c in commands if c['step'] == 'train'
+                                            and c['model'] == name), 1)
+                            for name in dict.fromkeys(c['model'] for c in commands if c['step'] == 'train')}}
     (target / 'run.json').write_text(json.dumps(run, indent=1) + '\n')
     print(f"[collect] {target}", flush=True)
 
@@ -237,11 +351,49 @@ def test_set(text):
     return name, (src, tgt)
 
 
+def seed(text):
+    value = int(text) if text.isdigit() else -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a seed is an integer >= 0")
+    return value
+
+
+def minutes(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: minutes must be a number > 0")
+    return value
+
+
+def per_size(parse_value):
+    """SIZE=VALUE, VALUE parsed by parse_value."""
+    def parse(text):
+        size, _, value = text.partition('=')
+        if size not in SIZES or not value:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected SIZE=VALUE with SIZE one of {', '.join(SIZES)}")
+        return size, parse_value(value)
+    return parse
+
+
+def seed_list(text):
+    return [seed(s) for s in text.split(',')]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data_dir', default='data/europarl_bpe8k', help='made by data/europarl/prepare.py')
     p.add_argument('--config', default='train_europarl_cpu')
-    p.add_argument('--minutes', type=float, default=45.0, help='wall-clock budget of each training run')
+    p.add_argument('--sizes', nargs='+', default=['S'], choices=list(SIZES),
+                   help='S: the recipe (d 128, 2 layers); M: d 192, 3 layers, 3 heads')
+    p.add_argument('--budget', nargs='+', type=per_size(minutes), default=[], metavar='SIZE=MINUTES',
+                   help='training budget of each run of a size, in probe-minutes (default '
+                        + ' '.join(f'{k}={v:g}' for k, v in BUDGET.items()) + ')')
+    p.add_argument('--seeds', nargs='+', type=seed, default=[0], help="train.py --seed of each size's runs")
+    p.add_argument('--size_seeds', nargs='+', type=per_size(seed_list), default=[], metavar='SIZE=SEED[,SEED...]',
+                   help='other seeds for a size (e.g. M=0: one seed of M while --seeds gives S three)')
     p.add_argument('--models', nargs='+', default=list(MODELS), choices=MODELS)
     p.add_argument('--steps', nargs='+', default=list(STEPS), choices=STEPS)
     p.add_argument('--probe_iters', type=int, default=30)
@@ -253,6 +405,10 @@ def main(argv=None):
     p.add_argument('--work_dir', type=Path, default=Path('out/cpu_reference'), help='runs and checkpoints')
     p.add_argument('--results', type=Path, default=REPO / 'results' / 'cpu_reference')
     args = p.parse_args(argv)
+    args.sizes = list(dict.fromkeys(args.sizes))
+    args.budget = {**BUDGET, **dict(args.budget)}
+    args.seeds_of = {size: list(dict.fromkeys(args.seeds)) for size in args.sizes}
+    args.seeds_of.update({size: list(dict.fromkeys(s)) for size, s in args.size_seeds if size in args.sizes})
     for name, files in args.test_sets:
         for f in files:
             if 'evaluate' in args.steps and not (REPO / f).is_file():
@@ -261,9 +417,9 @@ def main(argv=None):
     args.work_dir = (REPO / args.work_dir).resolve() if not args.work_dir.is_absolute() else args.work_dir
     args.work_dir.mkdir(parents=True, exist_ok=True)
     run = Runner(args.work_dir)
-    entries = plan(args) if 'plan' in args.steps or 'train' in args.steps else None
+    planned = plan(args) if 'plan' in args.steps or 'train' in args.steps else None
     if 'train' in args.steps:
-        train(args, run, entries)
+        train(args, run, planned)
     if 'evaluate' in args.steps:
         evaluate_models(args, run)
     if 'compare' in args.steps:

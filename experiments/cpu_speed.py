@@ -36,7 +36,7 @@ VARIANTS = {
 def probe(config, model_type, data_dir, env, extra, probe_iters, work, log_path):
     """cpu_sweep's speed probe of the recipe in a fresh process with `env`: (ms/iter, tokens/iter)."""
     args = ['--config', config, '--device', 'cpu', '--data_dir', data_dir, '--model_type', model_type,
-            '--log_interval', 10, '--dtype', 'float32', '--overwrite', *extra]  # a variant's --dtype comes later and wins
+            '--log_interval', 10, '--dtype', 'float32', '--compile', 'False', '--overwrite', *extra]  # a variant's own flags come later and win
     ms = probe_ms_per_iter(f'{model_type} {" ".join(extra)}', args, work, log_path, probe_iters, env=env)
     config = json.loads((Path(work) / 'training_log.json').read_text())['config']
     return ms, config['batch_size'] * config['block_size']

@@ -1,7 +1,10 @@
 """experiments/cpu_reference.py (the reference experiment's one command) on a tiny config: the plan fits each
-schedule to the budget and widens the Transformer to the Backpack's size, finished runs are not retrained, an
+schedule to a budget in probe-minutes (and states it in train.py's FLOPs) and widens the Transformer to the
+Backpack's size in each size, the runs go by iterations only, one per seed, finished runs are not retrained, an
 unfinished one is resumed; and the committed results of the real run pass verify_evaluation.py --committed."""
 import json
+import re
+import shutil
 import subprocess
 import sys
 
@@ -32,35 +35,90 @@ def driver(*args):
 
 @pytest.fixture(scope='module')
 def planned(tmp_path_factory, sample_data_dir):
+    """Both sizes: S (the tiny config) with seeds 0 and 1, M with seed 0 only."""
     tmp = tmp_path_factory.mktemp('cpu_reference')
     config = tmp / 'tiny.py'
     config.write_text(TINY_CONFIG)
-    args = ['--config', config, '--data_dir', sample_data_dir, '--minutes', 0.05, '--probe_iters', 6,
-            '--steps', 'plan', 'train', '--work_dir', tmp / 'work', '--test_sets']
+    args = ['--config', config, '--data_dir', sample_data_dir, '--sizes', 'S', 'M', '--budget', 'S=0.02', 'M=0.02',
+            '--seeds', 0, 1, '--size_seeds', 'M=0', '--probe_iters', 6, '--steps', 'plan', 'train',
+            '--work_dir', tmp / 'work', '--test_sets']
     result = driver(*args)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return tmp / 'work', args
+    return tmp / 'work', args, sample_data_dir
 
 
 def test_plan_fits_each_schedule_and_widens_the_transformer_to_the_backpack(planned):
-    work, _ = planned
+    work, _, _ = planned
     plan = json.loads((work / 'plan.json').read_text())
-    assert list(plan) == ['backpack', 'transformer', 'transformer_wide']
-    wide, twin, backpack = plan['transformer_wide'], plan['transformer'], plan['backpack']
-    assert wide['settings']['n_embd'] > 32 and wide['settings']['n_embd'] % (8 * 2) == 0
-    assert abs(wide['params'] - backpack['params']) < abs(twin['params'] - backpack['params'])
-    for model, entry in plan.items():
-        log = json.loads((work / model / 'training_log.json').read_text())
-        assert log['config']['max_minutes'] == 0.05 and log['config']['lr_decay_iters'] == entry['max_iters']
-        assert log['model_type'] == entry['settings']['model_type']
+    assert list(plan['sizes']) == ['S', 'M'] and plan['seeds'] == {'S': [0, 1], 'M': [0]}
+    for size, n_embd, n_head in (('S', 32, 2), ('M', 192, 3)):
+        models = plan['sizes'][size]['models']
+        assert list(models) == ['backpack', 'transformer', 'transformer_wide']
+        wide, twin, backpack = models['transformer_wide'], models['transformer'], models['backpack']
+        assert wide['settings']['n_embd'] > n_embd and wide['settings']['n_embd'] % (8 * n_head) == 0
+        assert abs(wide['params'] - backpack['params']) < abs(twin['params'] - backpack['params'])
+        for model, entry in models.items():
+            log = json.loads((work / size / f'{model}_seed0' / 'training_log.json').read_text())
+            assert log['config']['max_minutes'] == 0 and log['config']['lr_decay_iters'] == entry['max_iters']
+            assert log['iter_num'] == entry['max_iters']  # by iterations, not by the clock
+            assert log['model_type'] == entry['settings']['model_type']
     commands = json.loads((work / 'commands.json').read_text())
-    assert [c['model'] for c in commands if c['step'] == 'train'] == list(plan)
+    assert [c['model'] for c in commands if c['step'] == 'train'] == [
+        f'{size}/{model}_seed{seed}' for size, seeds in (('S', (0, 1)), ('M', (0,)))
+        for seed in seeds for model in ('backpack', 'transformer', 'transformer_wide')]
+    assert all('--max_minutes' not in c['command'] for c in commands)
     assert not (work / 'probe').exists()  # the probes' checkpoints are not kept
 
 
+def test_size_m_gets_its_own_shapes(planned):
+    work, _, _ = planned
+    sizes = json.loads((work / 'plan.json').read_text())['sizes']
+    assert sizes['S']['settings'] == {} and sizes['M']['settings']['n_embd'] == 192
+    for model in ('backpack', 'transformer', 'transformer_wide'):
+        s_cfg = json.loads((work / 'S' / f'{model}_seed0' / 'training_log.json').read_text())['config']
+        m_cfg = json.loads((work / 'M' / f'{model}_seed0' / 'training_log.json').read_text())['config']
+        assert (s_cfg['n_layer'], s_cfg['n_head']) == (1, 2) and (m_cfg['n_layer'], m_cfg['n_head']) == (3, 3)
+        assert m_cfg['n_embd'] == sizes['M']['models'][model]['settings'].get('n_embd', 192)
+        assert sizes['M']['models'][model]['params'] > sizes['S']['models'][model]['params']
+    assert sizes['M']['models']['transformer_wide']['settings']['n_embd'] > 192
+    assert not (work / 'M' / 'backpack_seed1').exists()  # --size_seeds M=0
+
+
+def test_plan_states_the_budget_in_probe_minutes_and_in_train_py_flops(planned):
+    from dataclasses import fields
+    from model import ModelConfig
+    from train import flops_per_token
+    work, _, data_dir = planned
+    vocab_size = json.loads((data_dir / 'meta.json').read_text())['vocab_size']
+    plan = json.loads((work / 'plan.json').read_text())
+    for size, sized in plan['sizes'].items():
+        assert sized['probe_minutes'] == 0.02
+        for model, entry in sized['models'].items():
+            config = json.loads((work / size / f'{model}_seed0' / 'training_log.json').read_text())['config']
+            cfg = ModelConfig(**{f.name: config[f.name] for f in fields(ModelConfig) if f.name in config},
+                              vocab_size=vocab_size)
+            tokens_per_iter = config['batch_size'] * config['gradient_accumulation_steps'] * config['block_size']
+            per_token = flops_per_token(entry['settings']['model_type'], cfg, config['block_size'])
+            assert (entry['flops_per_token'], entry['tokens_per_iter']) == (per_token, tokens_per_iter)
+            assert entry['train_flops'] == per_token * tokens_per_iter * entry['max_iters']
+            assert entry['probe_minutes'] == 0.02
+            assert entry['planned_probe_minutes'] == round(entry['max_iters'] * entry['probe_ms_per_iter'] / 60_000, 2)
+    backpack, twin = plan['sizes']['S']['models']['backpack'], plan['sizes']['S']['models']['transformer']
+    assert backpack['flops_per_token'] > twin['flops_per_token']  # the sense network and the mixture
+
+
+def test_two_seeds_give_two_runs_with_their_seeds(planned):
+    work, _, _ = planned
+    for model in ('backpack', 'transformer', 'transformer_wide'):
+        logs = [json.loads((work / 'S' / f'{model}_seed{s}' / 'training_log.json').read_text()) for s in (0, 1)]
+        assert [log['config']['seed'] for log in logs] == [0, 1]
+        assert logs[0]['config']['max_iters'] == logs[1]['config']['max_iters']  # one plan per shape
+        assert logs[0]['train_loss'] != logs[1]['train_loss']
+
+
 def test_finished_runs_are_kept_and_an_unfinished_one_resumes(planned):
-    work, args = planned
-    log_path = work / 'transformer' / 'training_log.json'
+    work, args, _ = planned
+    log_path = work / 'S' / 'transformer_seed1' / 'training_log.json'
     log = json.loads(log_path.read_text())
     log['elapsed_s'], log['iter_num'], log['evals'] = 0.0, 0, log['evals'][:1]  # as if it stopped early
     log_path.write_text(json.dumps(log))
@@ -68,8 +126,36 @@ def test_finished_runs_are_kept_and_an_unfinished_one_resumes(planned):
     result = driver(*args)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     new = json.loads((work / 'commands.json').read_text())[before:]
-    assert [(c['step'], c['model']) for c in new] == [('train', 'transformer')]
-    assert '--init_from resume' in new[0]['command'] and '[train] backpack: finished' in result.stdout
+    assert [(c['step'], c['model']) for c in new] == [('train', 'S/transformer_seed1')]
+    assert '--init_from resume' in new[0]['command'] and '--seed 1' in new[0]['command']
+    assert '[train] S/backpack_seed0: finished' in result.stdout and '[plan]' not in result.stdout  # plan kept
+
+
+def test_a_changed_budget_or_an_old_plan_is_one_line(planned, tmp_path):
+    work, args, _ = planned
+    changed = [a if a != 'S=0.02' else 'S=0.5' for a in args]
+    result = driver(*changed)
+    assert result.returncode == 1 and 'planned size S for 0.02 probe-minutes, not --budget S=0.5' in result.stderr
+    (tmp_path / 'w').mkdir()
+    (tmp_path / 'w' / 'plan.json').write_text(json.dumps({'backpack': {'max_iters': 10}}))
+    result = driver(*[a if a != work else tmp_path / 'w' for a in args])
+    assert result.returncode == 1 and 'is an older plan' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_config_with_a_wall_clock_stop_is_refused(tmp_path, sample_data_dir):
+    config = tmp_path / 'timed.py'
+    config.write_text(TINY_CONFIG + 'max_minutes = 45.0\n')
+    result = driver('--config', config, '--data_dir', sample_data_dir, '--steps', 'plan', '--work_dir', tmp_path / 'w',
+                    '--test_sets')
+    assert result.returncode == 1 and 'sets max_minutes = 45' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_recipe_trains_in_bfloat16_compiled_without_a_wall_clock_stop():
+    from experiments.cpu_reference import read_config
+    config = read_config('train_europarl_cpu')
+    assert (config['dtype'], config['compile'], config['max_minutes']) == ('bfloat16', True, 0.0)
 
 
 def test_a_run_that_reached_max_iters_between_evaluations_is_finished(tmp_path):
@@ -77,9 +163,9 @@ def test_a_run_that_reached_max_iters_between_evaluations_is_finished(tmp_path):
     from experiments.cpu_reference import finished
     log = {'iter_num': 6992, 'elapsed_s': 2360.0, 'evals': [{'iter': 6990}]}
     (tmp_path / 'training_log.json').write_text(json.dumps(log))
-    assert finished(tmp_path, 45, 6992)
-    (tmp_path / 'training_log.json').write_text(json.dumps({**log, 'iter_num': 6990}))
-    assert not finished(tmp_path, 45, 6992)
+    assert finished(tmp_path, 6992)
+    (tmp_path / 'training_log.json').write_text(json.dumps({**log, 'iter_num': 6990, 'elapsed_s': 1e6}))
+    assert not finished(tmp_path, 6992)  # however long it ran: the runs go by iterations
 
 
 def test_a_missing_test_set_is_one_line_before_anything_runs(tmp_path):
@@ -97,3 +183,44 @@ def test_committed_reference_results_pass_verify(model):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert 'checks passed' in result.stdout and 'checked as committed results' in result.stdout
+
+
+ABSOLUTE = re.compile(r'''(?:^|[\s"'=(`:,\[])(/(?:work|tmp|home|root|Users|mnt|opt|var|data|scratch)/[^\s"'`)]*)''')
+
+
+def test_no_committed_result_names_an_absolute_path():
+    """Committed results must mean the same on any machine: every path they name is relative to the repository
+    or to the out_dir (the numbers were once only checkable on the machine that made them)."""
+    found = []
+    for path in sorted((REPO / 'results').rglob('*')):
+        if path.suffix not in ('.json', '.md', '.log', '.txt', '.tsv', '.csv') or not path.is_file():
+            continue
+        text = path.read_text(encoding='utf-8')
+        found += [f'{path.relative_to(REPO)}: {m.group(1)}' for m in ABSOLUTE.finditer(text)][:3]
+        if path.suffix == '.json':
+            import verify_evaluation
+            data = json.loads(text)
+            found += [f'{path.relative_to(REPO)}: {where} = {value}'
+                      for where, value in verify_evaluation.absolute_paths(data) if not where.startswith('machine')][:3]
+    assert not found, '\n'.join(found[:30])
+
+
+@pytest.mark.parametrize('corrupt, field', [
+    (lambda r: r['translation']['en-fr']['hypotheses'].__setitem__(0, 'Le Parlement'), 'translation.en-fr.bleu: recorded'),
+    (lambda r: r['word_similarity']['fr']['cosines']['mean_sense'].__setitem__(0, 0.99), 'word_similarity.fr.spearman.'
+                                                                                          'mean_sense: recorded'),
+    (lambda r: r['bli']['fr-en']['csls']['embedding']['hits@1'].__setitem__(
+        0, 1 - r['bli']['fr-en']['csls']['embedding']['hits@1'][0]), 'bli.fr-en.csls.embedding.p@1: recorded'),
+])
+def test_verify_recomputes_the_committed_reference_and_names_a_corrupted_field(tmp_path, corrupt, field):
+    """One stored hypothesis, one cosine, one hit changed in a copy of the committed Backpack results: the
+    recomputed headline differs from the recorded one, and verify says which."""
+    import verify_evaluation
+    source = REPO / 'results' / 'cpu_reference' / 'backpack'
+    out = tmp_path / 'backpack'
+    shutil.copytree(source, out)
+    results = json.loads((out / 'evaluation_results.json').read_text())
+    corrupt(results)
+    (out / 'evaluation_results.json').write_text(json.dumps(results))
+    c, _, _ = verify_evaluation.verify(out, committed=True)
+    assert any(field in failure for failure in c.failures), c.failures[:10]
