@@ -27,7 +27,7 @@ import evaluate
 from checkpoint import checkpoint_path, save_json
 from errors import UserError, resolve_device, run_main
 from experiments import metrics, plots
-from experiments.eval_data import read_parallel
+from experiments.eval_data import portable_path
 
 SENSES_SHOWN = 4  # senses per probe word in the printed summary (all are in comparison.json)
 
@@ -73,13 +73,13 @@ def compare(backpack, transformer):
     return params + training + shared, own
 
 
-def same_texts(paths_a, paths_b):
-    """Whether two lists of files hold the same bytes, pairwise (each out_dir has its own copy of the
-    held-out test files, so paths differ where the sentences do not)."""
-    paths_a, paths_b = list(paths_a), list(paths_b)
-    return len(paths_a) == len(paths_b) and all(
-        os.path.isfile(a) and os.path.isfile(b) and evaluate.sha256_file(a) == evaluate.sha256_file(b)
-        for a, b in zip(paths_a, paths_b))
+def same_inputs(results_a, files_a, results_b, files_b):
+    """Whether two results read the same bytes, file by file: each names its inputs by portable path with
+    their sha256 in results['inputs'] (each out_dir has its own copy of the held-out test files, so the
+    names differ where the sentences do not). An input without a recorded sha256 is not the same."""
+    hashes_a = [results_a.get('inputs', {}).get(f) for f in files_a]
+    hashes_b = [results_b.get('inputs', {}).get(f) for f in files_b]
+    return len(hashes_a) == len(hashes_b) and all(a is not None and a == b for a, b in zip(hashes_a, hashes_b))
 
 
 def paired_differences(backpack, transformer):
@@ -100,11 +100,11 @@ def paired_differences(backpack, transformer):
 
     for direction, rb in backpack.get('translation', {}).items():
         rt = transformer.get('translation', {}).get(direction)
-        if not rt or 'hypotheses' not in rb or 'hypotheses' not in rt or rb['n'] != rt['n'] \
-                or not same_texts([rb['ref_file']], [rt['ref_file']]):
+        if not rt or 'hypotheses' not in rb or 'hypotheses' not in rt or 'references' not in rb \
+                or rb.get('references') != rt.get('references'):
             skipped.append(f'translation {direction}')
             continue
-        _, refs = read_parallel(rb['src_file'], rb['ref_file'], limit=rb['n'])
+        refs = rb['references']
         for name, metric in (('BLEU', BLEU()), ('chrF', CHRF())):
             add(f'{name} {direction}', metrics.corpus_stat(metric, rb['hypotheses'], refs),
                 metrics.corpus_stat(metric, rt['hypotheses'], refs), len(refs))
@@ -126,10 +126,14 @@ def paired_differences(backpack, transformer):
             hits_b, hits_t = rb['csls'][rep]['hits@1'], rt['csls']['embedding']['hits@1']
             add(f'BLI {direction} CSLS P@1: Backpack {rep} − Transformer embedding', metrics.mean_stat(hits_b),
                 metrics.mean_stat(hits_t), len(hits_b))
+            if 'non_identical' in rb:  # without the copies that any representation finds at cosine 1
+                keep = rb['non_identical']
+                add(f'BLI {direction} CSLS P@1, non-identical queries: Backpack {rep} − Transformer embedding',
+                    metrics.mean_stat([hits_b[i] for i in keep]), metrics.mean_stat([hits_t[i] for i in keep]), len(keep))
     for dataset, rb in backpack.get('sentence_similarity', {}).items():
         hb, ht = rb.get('hidden', {}), transformer.get('sentence_similarity', {}).get(dataset, {}).get('hidden', {})
         if 'hits_x2y' not in hb or 'hits_x2y' not in ht or hb['n'] != ht['n'] \
-                or not same_texts(hb['files'].values(), ht['files'].values()):
+                or not same_inputs(backpack, hb['files'].values(), transformer, ht['files'].values()):
             skipped.append(f'retrieval {dataset}')
             continue
         for way, label in (('x2y', 'en→fr'), ('y2x', 'fr→en')):
@@ -138,17 +142,18 @@ def paired_differences(backpack, transformer):
     return rows, skipped
 
 
-def extra_translations(backpack_dir, transformer_dir):
+def extra_translations(backpack_dir, transformer_dir, committed=False):
     """The translation_<name>.json files (evaluate.py --translation --output: other test sets, beam sizes) that
-    both out_dirs hold, computed from the checkpoints they hold now: {name: (backpack, transformer) results}, and
-    the names left out because one side is missing or stale."""
+    both out_dirs hold, computed from the checkpoints they hold now (committed: results kept without their
+    checkpoints, taken as they are): {name: (backpack, transformer) results}, and the names left out because one
+    side is missing or stale."""
     pairs, left_out = {}, []
     for path in sorted(glob.glob(os.path.join(backpack_dir, 'translation_*.json'))):
         name = os.path.basename(path)[len('translation_'):-len('.json')]
         other = os.path.join(transformer_dir, os.path.basename(path))
         results = [evaluate.read_results(f) for f in (path, other) if os.path.isfile(f)]
-        if len(results) < 2 or any(evaluate.stale_results(r, d) for r, d in zip(results, (backpack_dir, transformer_dir))) \
-                or results[0]['settings'] != results[1]['settings']:
+        stale = not committed and any(evaluate.stale_results(r, d) for r, d in zip(results, (backpack_dir, transformer_dir)))
+        if len(results) < 2 or stale or results[0]['settings'] != results[1]['settings']:
             left_out.append(name)
             continue
         pairs[name] = tuple(results)
@@ -211,21 +216,29 @@ def main(argv=None):
     p.add_argument('--beam_size', type=int, default=1)
     p.add_argument('--sentence_pairs', type=int, default=1000)
     p.add_argument('--output_dir', help='default: <parent of --backpack_dir>/comparison')
+    p.add_argument('--committed', action='store_true',
+                   help='compare results kept without their checkpoints (e.g. results/cpu_reference/backpack) as they '
+                        'are: nothing is evaluated, the settings are those the results record')
     args = p.parse_args(argv)
     output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.backpack_dir)), 'comparison')
 
-    args.device = resolve_device(args.device)
-    for out_dir in (args.backpack_dir, args.transformer_dir):
-        checkpoint_path(out_dir)  # both are there, before the first (long) evaluation
-    settings = {'translation_samples': args.translation_samples or None, 'beam_size': args.beam_size,
-                'sentence_pairs': args.sentence_pairs}
-    backpack = evaluated(args.backpack_dir, args.device, settings)
-    transformer = evaluated(args.transformer_dir, args.device, settings)
+    if args.committed:
+        backpack, transformer = (evaluate.read_results(os.path.join(d, 'evaluation_results.json'))
+                                 for d in (args.backpack_dir, args.transformer_dir))
+        settings = {key: backpack['settings'][key] for key in ('translation_samples', 'beam_size', 'sentence_pairs')}
+    else:
+        args.device = resolve_device(args.device)
+        for out_dir in (args.backpack_dir, args.transformer_dir):
+            checkpoint_path(out_dir)  # both are there, before the first (long) evaluation
+        settings = {'translation_samples': args.translation_samples or None, 'beam_size': args.beam_size,
+                    'sentence_pairs': args.sentence_pairs}
+        backpack = evaluated(args.backpack_dir, args.device, settings)
+        transformer = evaluated(args.transformer_dir, args.device, settings)
     if backpack['model']['model_type'] != 'backpack' or transformer['model']['model_type'] != 'transformer':
         raise UserError(f"--backpack_dir holds a {backpack['model']['model_type']} and --transformer_dir a "
                         f"{transformer['model']['model_type']}")
     rows, own = compare(backpack, transformer)
-    extra, extra_left_out = extra_translations(args.backpack_dir, args.transformer_dir)
+    extra, extra_left_out = extra_translations(args.backpack_dir, args.transformer_dir, args.committed)
     if extra_left_out:
         print(f"note: not compared: translation_{{{','.join(extra_left_out)}}}.json (missing in one out_dir, computed "
               f"from an older checkpoint, or with other settings)")
@@ -237,7 +250,8 @@ def main(argv=None):
               f"compare bits/byte")
     os.makedirs(output_dir, exist_ok=True)
 
-    lines = [f"# Backpack vs Transformer", '', f"Backpack: `{args.backpack_dir}`; Transformer: `{args.transformer_dir}`; "
+    lines = [f"# Backpack vs Transformer", '', f"Backpack: `{portable_path(args.backpack_dir)}`; Transformer: "
+             f"`{portable_path(args.transformer_dir)}`; "
              f"settings: {json.dumps(settings)}", '', '| metric | Backpack | Transformer | Δ (B − T) |', '|---|---:|---:|---:|']
     lines += [f'| {name} | {fmt(vb)} | {fmt(vt)} | {fmt(d)} |' for name, vb, vt, d in rows]
     lines += ['', '## Backpack only', '', '| metric | Backpack |', '|---|---:|']

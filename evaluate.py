@@ -28,8 +28,8 @@ import numpy as np
 
 import checkpoint
 import tokenizer as tokenizer_module
-from errors import DataError, MissingFileError, UserError, resolve_device, run_main
-from experiments import lexical, perplexity, senses, sentence, translation
+from errors import DataError, MissingFileError, UserError, check_range, resolve_device, run_main
+from experiments import eval_data, lexical, perplexity, senses, sentence, translation
 from experiments.eval_data import read_parallel
 from model import is_backpack
 
@@ -180,24 +180,32 @@ EVALUATIONS = ('perplexity', 'translation', 'word_similarity', 'bli', 'sentence_
 
 def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=200, translation_files=None,
                     beam_size=1, sentence_pairs=1000, languages=('en', 'fr'), cross_lingual=True,
-                    max_abs_diff=1.0, out_dir=None, verbose=False):
+                    max_abs_diff=1.0, word_pairs=(), out_dir=None, verbose=False):
     """Run the selected evaluations; returns one JSON-serialisable dict with the settings it used.
 
     translation_samples: test pairs per direction (None = all); translation_files: (en_path, fr_path)
-    instead of the held-out test split. Sense analyses run for a Backpack only; sense labels are
-    saved as out_dir/sense_labels.json when out_dir is given."""
+    instead of the held-out test split; word_pairs: more `word1 word2 score` files for word similarity,
+    each under its file's stem. Sense analyses run for a Backpack only; sense labels are
+    saved as out_dir/sense_labels.json when out_dir is given.
+
+    Every input the results name (test files, dictionaries, word-pair files, the out_dir) is recorded as an
+    eval_data.portable_path, relative to the repository or to the out_dir, never absolute; 'inputs' maps each
+    input file to its sha256, so that a copy of the results elsewhere is checked against the same bytes."""
     tok = resolve_tokenizer(tok, model)
     backpack = is_backpack(model)
     info = getattr(model, 'info', {})
+    run_dir = out_dir or info.get('out_dir')
     results = {
-        'model': {'out_dir': info.get('out_dir'), 'model_type': 'backpack' if backpack else 'transformer',
+        'model': {'run': run_name(run_dir), 'out_dir': repo_path(run_dir),
+                  'model_type': 'backpack' if backpack else 'transformer',
                   'iter_num': info.get('iter_num'), 'val_loss': info.get('val_loss'),
                   'checkpoint': info.get('checkpoint'), 'tokenizer': tokenizer_record(tok),
                   'n_senses': model.config.n_senses if backpack else None, 'params': model.param_counts()},
         'settings': {'which': list(which), 'translation_samples': translation_samples,
                      'translation_files': list(translation_files) if translation_files else None,
                      'beam_size': beam_size, 'sentence_pairs': sentence_pairs, 'languages': list(languages),
-                     'cross_lingual': cross_lingual, 'max_abs_diff': max_abs_diff, 'device': str(device)},
+                     'cross_lingual': cross_lingual, 'max_abs_diff': max_abs_diff, 'word_pairs': list(word_pairs),
+                     'device': str(device)},
         'machine': system.machine(device),  # timings and the last digits of scores depend on it
         'timing_s': {},
     }
@@ -206,6 +214,7 @@ def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=2
         t0 = time.time()
         results[name] = fn()
         results['timing_s'][name] = round(time.time() - t0, 2)
+        print(f"evaluated {name} in {results['timing_s'][name]:.1f} s", flush=True)  # progress in a log file too
 
     if 'perplexity' in which:
         timed('perplexity', lambda: perplexity.evaluate_perplexity(model, tok, device))
@@ -214,8 +223,9 @@ def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=2
         timed('translation', lambda: translation.evaluate_translation_accuracy(
             model, tok, device, src_path=src, tgt_path=tgt, max_samples=translation_samples, beam_size=beam_size))
     if 'word_similarity' in which:
-        timed('word_similarity', lambda: lexical.evaluate_multisimlex(
-            model, tok, device, languages=tuple(languages), cross_lingual=cross_lingual, max_abs_diff=max_abs_diff))
+        timed('word_similarity', lambda: {**lexical.evaluate_multisimlex(
+            model, tok, device, languages=tuple(languages), cross_lingual=cross_lingual, max_abs_diff=max_abs_diff),
+            **lexical.evaluate_word_pair_files(model, tok, device, word_pairs)})
     if 'bli' in which:
         timed('bli', lambda: lexical.evaluate_bli(model, tok, device))
     if 'sentence_similarity' in which:
@@ -230,7 +240,37 @@ def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=2
                                                                 labels=[l['label'] for l in labels]),
                     'cross_lingual_alignment': senses.cross_lingual_sense_alignment(model, tok, device)}
         timed('senses', sense_block)
+    results['inputs'] = eval_data.record_inputs(results, run_dir)
     return results
+
+
+def repo_path(out_dir):
+    """out_dir relative to the repository when it lies inside it ('out/tiny_backpack'), else None: a directory
+    elsewhere means nothing on another machine, and the run is named by run_name."""
+    if not out_dir:
+        return None
+    path = eval_data.portable_path(out_dir)
+    return None if path.startswith('..') else path
+
+
+def run_name(out_dir):
+    """What reports call a run: the name of its out_dir (e.g. 'backpack' for out/cpu_reference/backpack)."""
+    return os.path.basename(os.path.normpath(str(out_dir))) if out_dir else None
+
+
+ARGUMENT_RANGES = {'translation_samples': '>= 0', 'beam_size': '>= 1', 'sentence_pairs': '>= 2',
+                   'max_abs_diff': '>= 0'}  # the numeric options of evaluate.py and run_full_evaluation.py
+
+
+def check_arguments(args):
+    """evaluate.py's and run_full_evaluation.py's arguments, before anything is loaded: each numeric option
+    in its range (those the script has), the device, a checkpoint in --out_dir. Returns the device to use."""
+    for name, rule in ARGUMENT_RANGES.items():
+        if hasattr(args, name):
+            check_range(name, getattr(args, name), rule)
+    device = resolve_device(args.device)
+    checkpoint.checkpoint_path(args.out_dir)
+    return device
 
 
 def main(argv=None):
@@ -245,6 +285,9 @@ def main(argv=None):
     p.add_argument('--languages', nargs='+', default=['en', 'fr'], choices=['en', 'fr'])
     p.add_argument('--max_abs_diff', type=float, default=1.0,
                    help='EN-FR reconstruction: keep concept pairs whose EN and FR scores differ by at most this')
+    p.add_argument('--word_pairs', nargs='+', default=[], metavar='FILE',
+                   help='word similarity on these `word1 word2 score` files too (each reported under its file name; '
+                        'implies --word_similarity when no evaluation is selected)')
     p.add_argument('--translation_samples', type=int, default=200, help='test pairs per direction (0 = all)')
     p.add_argument('--src_file', help='English side of an aligned test set (instead of the held-out split)')
     p.add_argument('--tgt_file', help='French side of that test set')
@@ -256,20 +299,27 @@ def main(argv=None):
     if bool(args.src_file) != bool(args.tgt_file):
         p.error('--src_file and --tgt_file go together')
     # every input is checked before the (long) evaluations start, so that a mistake costs seconds
-    args.device = resolve_device(args.device)
+    args.device = check_arguments(args)
     if args.src_file:
         read_parallel(args.src_file, args.tgt_file)
+    for path in args.word_pairs:
+        eval_data.read_word_pairs(path)
 
-    which = [name for name in EVALUATIONS if getattr(args, name) or (name == 'word_similarity' and args.multisimlex)]
+    which = [name for name in EVALUATIONS if getattr(args, name)
+             or (name == 'word_similarity' and (args.multisimlex or args.word_pairs))]
     cross_lingual = args.cross_lingual or not which
     which = which or list(EVALUATIONS)
     model, _ = load_model(args.out_dir, args.device)
+    if args.senses and not is_backpack(model):
+        raise UserError(f"--senses: {args.out_dir} holds a Transformer, which has no senses; drop --senses, or "
+                        f"pass the out_dir of a Backpack")
     results = run_evaluations(model, load_tokenizer(args.out_dir), args.device, which=which,
                               translation_samples=args.translation_samples or None,
                               translation_files=(args.src_file, args.tgt_file) if args.src_file else None,
                               beam_size=args.beam_size, sentence_pairs=args.sentence_pairs,
                               languages=args.languages, cross_lingual=cross_lingual,
-                              max_abs_diff=args.max_abs_diff, out_dir=args.out_dir, verbose=args.verbose)
+                              max_abs_diff=args.max_abs_diff, word_pairs=args.word_pairs, out_dir=args.out_dir,
+                              verbose=args.verbose)
     print(summary_table(results))
     if args.output:
         checkpoint.save_json(to_json(results), args.output)
@@ -311,6 +361,8 @@ def headline_metrics(results):
             for rep, scores in r.get(method, {}).items():
                 if not rep.startswith('sense_'):
                     out[f'BLI {direction} {method} {rep} P@1'] = scores['p@1']
+                    if scores.get('p@1_non_identical') is not None:  # without the copies found for free
+                        out[f'BLI {direction} {method} {rep} P@1 non-identical'] = scores['p@1_non_identical']
     for dataset, r in results.get('sentence_similarity', {}).items():
         for kind, scores in r.items():
             if isinstance(scores, dict) and 'p@1_x2y' in scores:
@@ -322,7 +374,7 @@ def headline_metrics(results):
 def summary_table(results):
     rows = [f"| {name} | {value:.4g} |" for name, value in headline_metrics(results).items()]
     model = results['model']
-    head = f"{model['model_type']} {model['out_dir']} (iter {model['iter_num']})"
+    head = f"{model['model_type']} {model.get('run') or run_name(model['out_dir'])} (iter {model['iter_num']})"
     return '\n'.join([head, '| metric | value |', '|---|---:|', *rows])
 
 

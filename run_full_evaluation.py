@@ -21,9 +21,9 @@ import time
 import torch
 
 import evaluate
-from checkpoint import save_json
-from errors import resolve_device, run_main
-from experiments import interventions, plots
+from checkpoint import OutDirLock, save_json
+from errors import run_main
+from experiments import eval_data, interventions, plots
 
 HEATMAP_WORDS = {'en': 'parliament', 'fr': 'droit'}
 
@@ -66,7 +66,12 @@ def figures(model, tok, results, out_dir, device):
 
 def report(results, pngs):
     """evaluation_report.md: the headline table, translation examples, sense labels, figures."""
-    lines = [f"# Evaluation of {results['model']['out_dir']}", '', evaluate.summary_table(results), '']
+    model = results['model']
+    lines = [f"# Evaluation of {model['run']} ({model['model_type']}, iteration {model['iter_num']})", '',
+             f"out_dir `{model['out_dir'] or 'outside the repository'}`; checkpoint {model['checkpoint']['file']} sha256 "
+             f"{model['checkpoint']['sha256'][:12]}", '', evaluate.summary_table(results), '',
+             '| section | seconds |', '|---|---:|', *[f'| {name} | {secs:.1f} |' for name, secs in results['timing_s'].items()],
+             f"| total | {sum(results['timing_s'].values()):.1f} |", '']
     for direction, r in results.get('translation', {}).items():
         lines += [f"## Translation {direction} (n={r['n']}, {r['decoding']})", '',
                   f"BLEU signature: `{r['bleu_signature']}`; chrF signature: `{r['chrf_signature']}`", '']
@@ -82,7 +87,6 @@ def report(results, pngs):
     if 'interventions' in results:
         lines += interventions.report_lines(results['interventions'])
     lines += ['## Figures', ''] + [f'![{png}]({png})' for png in pngs]
-    lines += ['', f"Timing (s): {json.dumps(results['timing_s'])}"]
     return '\n'.join(lines) + '\n'
 
 
@@ -96,8 +100,13 @@ def main(argv=None):
     p.add_argument('--interventions', default='all', choices=('all', 'none', *interventions.EXPERIMENTS),
                    help='the sense interventions to run (experiments/interventions.py, default settings)')
     args = p.parse_args(argv)
+    args.device = evaluate.check_arguments(args)
+    with OutDirLock(args.out_dir, 'run_full_evaluation.py'):  # two at once would overwrite each other's report
+        evaluate_into_out_dir(args)
 
-    args.device = resolve_device(args.device)
+
+def evaluate_into_out_dir(args):
+    """Every evaluation of args.out_dir's model, its results, report and figures written there."""
     model, _ = evaluate.load_model(args.out_dir, args.device)
     tok = evaluate.load_tokenizer(args.out_dir)
     results = evaluate.run_evaluations(model, tok, args.device, translation_samples=args.translation_samples or None,
@@ -109,6 +118,8 @@ def main(argv=None):
         results['interventions'] = interventions.run_interventions(model, tok, args.device, which)
         results['settings']['interventions'] = list(which)
         results['timing_s']['interventions'] = round(time.time() - t0, 2)
+        print(f"evaluated interventions in {results['timing_s']['interventions']:.1f} s", flush=True)
+        results['inputs'] = {**results['inputs'], **eval_data.record_inputs(results['interventions'], args.out_dir)}
     pngs = figures(model, tok, results, args.out_dir, args.device)
     save_json(evaluate.to_json(results), os.path.join(args.out_dir, 'evaluation_results.json'))
     with open(os.path.join(args.out_dir, 'evaluation_report.md'), 'w', encoding='utf-8') as f:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import re
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def read_lines(path, what: str) -> list[str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"{what} file not found: {path} ({HOW_TO_GET})")
+        bundled = any(path.resolve() == (REPO_ROOT / p).resolve() for p in DEFAULT_PATHS.values())
+        raise MissingFileError(f"{what} file not found: {path}" + (f" ({HOW_TO_GET})" if bundled else ""))
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8", newline="") as f:
@@ -226,3 +228,86 @@ def read_parallel(src_path, tgt_path, limit: int | None = None) -> tuple[list[st
         raise DataError(f"parallel files {src_path} and {tgt_path} are empty")
     n = len(src) if limit is None else min(limit, len(src))
     return [s.strip() for s in src[:n]], [t.strip() for t in tgt[:n]]
+
+
+# ----------------------------------------------------------------------------- portable input records
+
+OUT_DIR_PREFIX = "out_dir/"  # a recorded input inside the evaluated run's own directory (its test.en copy, ...)
+
+
+def portable_path(path, out_dir=None) -> str:
+    """How a results file names an input, so that it means the same file on any machine: relative to the
+    evaluated run's out_dir when the file lies inside it ('out_dir/test.en'), else relative to the
+    repository root ('data/eval/muse_dictionaries/en-fr.5000-6500.txt', '../shared/data/...'), '/'
+    separators either way. Never absolute: a copy of the results elsewhere (results/cpu_reference/...)
+    resolves it with resolve_input."""
+    path = Path(path).resolve()
+    if out_dir is not None:
+        base = Path(out_dir).resolve()
+        if path == base or base in path.parents:
+            return OUT_DIR_PREFIX + path.relative_to(base).as_posix()
+    return Path(os.path.relpath(path, REPO_ROOT)).as_posix()
+
+
+def resolve_input(portable: str, out_dir) -> Path:
+    """The file a portable_path names, for the results of `out_dir` (the run's directory, or the committed
+    copy of its results)."""
+    portable = str(portable)
+    if Path(portable).is_absolute():
+        raise DataError(f"{portable} is an absolute path: results name their inputs relative to the repository "
+                        f"or to the out_dir (rerun the evaluation, or rewrite the results with portable paths)")
+    if portable.startswith(OUT_DIR_PREFIX):
+        return Path(out_dir) / portable[len(OUT_DIR_PREFIX):]
+    return REPO_ROOT / portable
+
+
+INPUT_KEYS = ("file", "src_file", "ref_file", "path", "dictionary", "files", "translation_files", "data_dir")
+
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file's bytes (read 1 MiB at a time)."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_inputs(results: dict, out_dir=None) -> dict:
+    """Rewrite, in place, every input a results dict names (the values of INPUT_KEYS: a path, a list or a
+    {lang: path} dict of paths) as a portable_path, and return {portable path: sha256} of those that are
+    files, so that a copy of the file elsewhere is recognised by its content (verify_evaluation.py checks
+    it). An input already portable is left as it is, and hashed where it can be found."""
+    inputs = {}
+
+    def convert(value):
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if not isinstance(value, (str, Path)):
+            return value
+        value = str(value)
+        if Path(value).is_absolute() or os.path.exists(value):
+            local, value = Path(value), portable_path(value, out_dir)
+        else:  # already portable
+            local = resolve_input(value, out_dir if out_dir is not None else ".")
+        if local.is_file():
+            inputs[value] = sha256_file(local)
+        return value
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                if key == "checkpoint":  # the record of the weights (file name and sha256), not an input
+                    continue
+                if key in INPUT_KEYS:
+                    obj[key] = convert(value)
+                else:
+                    walk(value)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+    walk(results)
+    return dict(sorted(inputs.items()))

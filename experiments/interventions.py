@@ -18,9 +18,9 @@ Words and tokens. A word is found in a text by a case-insensitive whole-word mat
 on either side), and the tokens it covers are found through the tokenizer's character offsets: every
 token overlapping the match is a token of the word. A word of several BPE pieces is edited in all its
 pieces, where it occurs (the pieces elsewhere, e.g. "e" of "n|urs|e" in another word, are not).
-Topic steering needs a word's vector out of context, so its words must be single tokens: the others are
-dropped from the steering vector and listed (they are still counted in the generations); the false
-friends use the mean of a word's pieces, as experiments/lexical.py does, and drop OOV words (listed).
+Topic steering needs a word's vector out of context, so its steering words must be single tokens: the
+others are dropped from the steering vector and listed; the false friends use the mean of a word's pieces,
+as experiments/lexical.py does, and drop OOV words (listed).
 
 1. gender. The bias ratio of Hewitt et al. (2023, sec. 6), per language, on templates where the pronoun
    is not grammatically fixed (data/interventions/gender_templates.tsv: "The {profession} said that
@@ -54,8 +54,16 @@ friends use the mean of a word's pieces, as experiments/lexical.py does, and dro
    embedding (both models; the twin's baseline): v = the mean of their embeddings E(w). Adding v to
    what the LM head reads adds the logits E v; v is scaled so that they have a standard deviation of
    `strength` nats over the vocabulary (logit_unit), the same unit for both methods and both models.
-   Metrics: share of generations with a topic word, topic-word frequency (topic words / words), and the
-   cost, the perplexity of the generated tokens under the unedited model. Sampling (KV-cached,
+   Steered words are not counted words: the embedding baseline adds the logits E E(w), which raise
+   exactly the words w it steers with, so counting them would favour it. Each topic's list (per
+   language) is cut in two by split_topic_words, deterministically from the list's order: families of
+   words sharing their first STEM_PREFIX letters (farm, farmer, farmers ...), each kept whole, go to the
+   half with fewer words so far. Every method steers with the steer half only ('steer_half'; its
+   single-token words, 'steering_words', make the vector) and the generations of every method and of the
+   unedited model are counted with the counted half only ('counted_half'); both are in the results.
+   Metrics: share of generations with a counted word, counted-word frequency (counted words / words),
+   and the cost, the perplexity of the generated tokens under the unedited model. Every generated text is
+   stored ('generations'), so that shares and frequencies can be recomputed. Sampling (KV-cached,
    model.step, the logits plus the fixed steering logits): top_k, temperature, a seeded generator per
    prompt, every setting and the unedited model in one batch.
 3. false_friends. EN-FR false friends vs cognates (data/interventions/false_friends.tsv, cognates.tsv):
@@ -67,7 +75,12 @@ friends use the mean of a word's pieces, as experiments/lexical.py does, and dro
    cosine (the twin's baseline), on all covered pairs and on a 'controlled' subset: both words seen at
    least MIN_COUNT times in training and no BPE piece in common (rare words and shared pieces make two
    vectors alike whatever the words mean, and false friends are much rarer in Europarl than cognates).
-   Per pair: the most divergent senses and what each side predicts.
+   Multiplicity: the family is every test reported, both subsets times every measure (8 tests for a
+   Backpack, 2 for the Transformer, fewer where a subset is skipped; listed in 'holm_family'); each
+   test has its raw 'p_value' and 'p_holm', Holm's step-down adjustment over that family (holm), which
+   controls the family-wise error rate. The per-pair values the tests compare are stored (per_pair), so
+   the tests can be recomputed (pair_tests). Per pair: the most divergent senses and what each side
+   predicts.
 
 Results: one JSON-serialisable dict per experiment (run_interventions); run_full_evaluation.py puts it
 under 'interventions' and verify_evaluation.py checks it.
@@ -92,7 +105,7 @@ from scipy import stats  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
 from errors import DataError, MissingFileError, UserError, warn  # noqa: E402
-from experiments import lexical, metrics, perplexity  # noqa: E402
+from experiments import eval_data, lexical, metrics, perplexity  # noqa: E402
 from experiments.senses import allowed_tokens, masked_topk  # noqa: E402
 from experiments.sentence import length_batches, pad, require_eval  # noqa: E402
 from model import KVCache, is_backpack  # noqa: E402
@@ -100,11 +113,14 @@ from model import KVCache, is_backpack  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / 'data' / 'interventions'
 EXPERIMENTS = ('gender', 'topic', 'false_friends')
+DATA_FILES = {'gender': ('gender_templates.tsv', 'professions.tsv'), 'topic': ('topics.tsv', 'topic_prompts.tsv'),
+              'false_friends': ('false_friends.tsv', 'cognates.tsv')}  # what each experiment reads from data_dir
 LANGUAGES = ('en', 'fr')
 SCALES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # sense scale s, and the share `keep` of the gender component
 STRENGTHS = (1.0, 2.0, 4.0, 8.0)  # topic steering: standard deviation (nats) of the logits it adds
 SHARED_QUANTILE = 0.95
 MIN_COUNT = 20  # false friends: the 'controlled' subset's minimum training count of each word
+STEM_PREFIX = 4  # topic words sharing their first 4 letters are one family (split_topic_words)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -226,6 +242,20 @@ def permutation_greater(a, b, n_resamples=9999, seed=0):
             'p_value': float(test.pvalue), 'n_a': len(a), 'n_b': len(b), 'n_resamples': n_resamples}
 
 
+def holm(p_values):
+    """Holm's (1979) step-down adjustment of a family of m p-values: with p_(1) <= ... <= p_(m) sorted
+    ascending, the adjusted p_(i) = max_{j<=i} min(1, (m - j + 1) p_(j)), returned in the input order.
+    Rejecting each hypothesis whose adjusted p is <= a controls the family-wise error rate at a, under any
+    dependence between the tests. (scipy has no Holm: stats.false_discovery_control is Benjamini-Hochberg
+    / -Yekutieli, which control the false discovery rate; statsmodels' multipletests is not a dependency.)"""
+    p = np.asarray(p_values, float)
+    order = np.argsort(p, kind='stable')
+    adjusted = np.maximum.accumulate(np.minimum(1.0, (len(p) - np.arange(len(p))) * p[order]))
+    out = np.empty(len(p))
+    out[order] = adjusted
+    return out.tolist()
+
+
 # ----------------------------------------------------------------------------------------------------
 # data files (data/interventions, each documented in its README.md)
 
@@ -263,8 +293,40 @@ def load_gender_data(data_dir):
     return templates, words
 
 
+def split_topic_words(words, prefix=STEM_PREFIX):
+    """(steer, counted): a topic's word list cut in two halves, so that the words a method steers with are
+    never the words counted in its generations. Words are grouped into families, a crude stem: two words
+    are of one family when they share their first `prefix` letters, or the shorter one (under `prefix`
+    letters) begins the other (farm, farmer, farmers, farming, farms; sea, seas), and joined transitively.
+    The families, in the order of their first word in the list, go one by one to the half with fewer words
+    so far (ties: steer). Deterministic (the list's order only), the halves disjoint, each family whole in
+    one half, their sizes within the largest family's of each other."""
+    words = list(dict.fromkeys(w.lower() for w in words))
+
+    def related(a, b):
+        short, long_ = sorted((a, b), key=len)
+        return a[:prefix] == b[:prefix] if len(short) >= prefix else long_.startswith(short)
+    family = list(range(len(words)))  # union-find over the related pairs
+
+    def root(i):
+        while family[i] != i:
+            i = family[i]
+        return i
+    for i in range(len(words)):
+        for j in range(i):
+            if related(words[i], words[j]):
+                family[max(root(i), root(j))] = min(root(i), root(j))
+    groups = {}
+    for i, w in enumerate(words):
+        groups.setdefault(root(i), []).append(w)
+    steer, counted = [], []
+    for members in groups.values():  # in the order of each family's first word
+        (steer if len(steer) <= len(counted) else counted).extend(members)
+    return steer, counted
+
+
 def load_topic_data(data_dir):
-    """({topic: {lang: [words]}}, {lang: [prompts]})."""
+    """({topic: {lang: [words]}}, {lang: [prompts]}); split_topic_words cuts each list in two."""
     topics = {}
     for r in read_tsv(Path(data_dir) / 'topics.tsv', ('topic', 'lang', 'words')):
         topics.setdefault(r['topic'], {})[r['lang']] = r['words'].split()
@@ -498,18 +560,20 @@ def val_cost(model, tok, device, lang, words, edit, max_documents=200):
             retokenized += ids != doc[:-1].tolist()
             affected.append((ids + [tok.eos_id], mask + [False], len(text.encode('utf-8'))))
     scored = affected[:max_documents]
+    val_bytes = tok.meta['splits'][f'val_{lang}']['bytes']
     out = {'documents_affected': len(affected), 'documents_scored': len(scored), 'retokenized': retokenized,
-           'edited_positions': sum(sum(m) for _, m, _ in scored), 'tokens_scored': 0, 'nll_before': None,
-           'nll_after': None, 'bpb_before': None, 'bpb_after': None, 'delta_bpb_val': 0.0}
+           'edited_positions': sum(sum(m) for _, m, _ in scored), 'tokens_scored': 0, 'bytes_scored': 0,
+           'val_bytes': val_bytes, 'nll_before': None, 'nll_after': None, 'bpb_before': None, 'bpb_after': None,
+           'delta_bpb_val': 0.0}
     if not scored:
         return out
     docs = [(ids, mask) for ids, mask, _ in scored]
     before, n = document_nll_edited(model, docs, None, device)
     after, _ = document_nll_edited(model, docs, edit, device)
     n_bytes = sum(b for _, _, b in scored)
-    out.update(tokens_scored=n, nll_before=before / n, nll_after=after / n,
+    out.update(tokens_scored=n, bytes_scored=n_bytes, nll_before=before / n, nll_after=after / n,
                bpb_before=metrics.bits_per_byte(before, n_bytes), bpb_after=metrics.bits_per_byte(after, n_bytes),
-               delta_bpb_val=(after - before) / (tok.meta['splits'][f'val_{lang}']['bytes'] * math.log(2)))
+               delta_bpb_val=(after - before) / (val_bytes * math.log(2)))
     return out
 
 
@@ -596,10 +660,13 @@ def topic_experiment(model, tok, device, data_dir=DATA_DIR, strengths=STRENGTHS,
     methods = ('senses', 'embedding') if is_backpack(model) else ('embedding',)
     stop_ids = [tok.eos_id, tok.lang_id('en'), tok.lang_id('fr')]
     E = model.input_embeddings()
-    result = {'metric': 'share of generations with a topic word; topic words / words; cost: perplexity of the '
-                        'generated tokens under the unedited model',
+    result = {'metric': "each topic's words cut in two (split_topic_words: families of words sharing their first "
+                        f"{STEM_PREFIX} letters, whole, to the smaller half): every method steers with the steer half "
+                        "only, and only the counted half is counted, for every method and the unedited model alike; "
+                        "share of generations with a counted word; counted words / words; cost: perplexity of the "
+                        "generated tokens under the unedited model",
               'methods': list(methods), 'strengths': list(strengths), 'samples_per_prompt': samples, 'seed': seed,
-              'top_k': top_k, 'temperature': temperature, 'languages': {}}
+              'top_k': top_k, 'temperature': temperature, 'stem_prefix': STEM_PREFIX, 'languages': {}}
     for lang in LANGUAGES:
         prompt_ids = [[tok.lang_id(lang)] + tok.encode(p) for p in prompts[lang]]
         n_new = min(max_new_tokens, model.config.block_size - max(map(len, prompt_ids)))
@@ -610,8 +677,10 @@ def topic_experiment(model, tok, device, data_dir=DATA_DIR, strengths=STRENGTHS,
                  f"fit the context ({model.config.block_size} tokens)")
         configs, steer, word_info = [('unedited', None, 0.0)], {}, {}
         for topic, by_lang in topics.items():
-            vectors, kept, dropped = topic_vectors(model, tok, by_lang[lang])
-            word_info[topic] = {'words': by_lang[lang], 'steering_words': kept, 'dropped_from_steering': dropped}
+            steer_half, counted_half = split_topic_words(by_lang[lang])
+            vectors, kept, dropped = topic_vectors(model, tok, steer_half)
+            word_info[topic] = {'words': by_lang[lang], 'steer_half': steer_half, 'counted_half': counted_half,
+                                'steering_words': kept, 'dropped_from_steering': dropped}
             for method in methods:
                 if method in vectors:
                     steer[method, topic] = vectors[method]
@@ -632,13 +701,14 @@ def topic_experiment(model, tok, device, data_dir=DATA_DIR, strengths=STRENGTHS,
                 gen = out[row, len(ids):].tolist()
                 gen = gen[:next((i for i, t in enumerate(gen) if t in stop_ids), len(gen))]
                 texts[c].append(tok.decode(gen))
-        entry = {'max_new_tokens': n_new, 'words': word_info, 'unedited': {}, 'methods': {}}
-        entry['unedited'] = {'ppl': metrics.ppl(nll[0], count[0]), 'examples': texts[0][:2],
-                             'topics': {t: topic_stats(texts[0], topics[t][lang]) for t in topics}}
+        counted = {t: word_info[t]['counted_half'] for t in topics}
+        entry = {'max_new_tokens': n_new, 'prompts': prompts[lang], 'words': word_info, 'unedited': {}, 'methods': {}}
+        entry['unedited'] = {'ppl': metrics.ppl(nll[0], count[0]), 'generations': texts[0],
+                             'topics': {t: topic_stats(texts[0], counted[t]) for t in topics}}
         for c, (method, topic, b) in enumerate(configs[1:], 1):
             entry['methods'].setdefault(method, {}).setdefault(topic, []).append(
-                {'strength': b, **topic_stats(texts[c], topics[topic][lang]), 'ppl': metrics.ppl(nll[c], count[c]),
-                 'examples': texts[c][:2]})
+                {'strength': b, **topic_stats(texts[c], counted[topic]), 'ppl': metrics.ppl(nll[c], count[c]),
+                 'generations': texts[c]})
         result['languages'][lang] = entry
     return result
 
@@ -667,7 +737,8 @@ def false_friend_experiment(model, tok, device, data_dir=DATA_DIR, top_k=10, n_r
             pairs.append((en, fr, group, a, b))
     result = {'metric': 'per sense: cos(C(en)_l, C(fr)_l) and the share of shared top-k next tokens; a pair shares '
                         f'sense l when its cosine exceeds the {SHARED_QUANTILE:.0%} quantile over mismatched pairs; '
-                        'one-sided permutation tests cognates > false friends',
+                        'one-sided permutation tests cognates > false friends (p_value), and p_holm: Holm-adjusted over '
+                        'the family holm_family, every test reported (both subsets, every measure)',
               'top_k': top_k, 'n_random_derangements': n_random, 'seed': seed, 'min_count': min_count,
               'dropped': dropped, 'tests': {},
               'per_pair': []}
@@ -680,7 +751,7 @@ def false_friend_experiment(model, tok, device, data_dir=DATA_DIR, top_k=10, n_r
                               lexical.word_vectors(model, [p[4] for p in pairs], device, 'embedding'))
     per_pair = [{'en': en, 'fr': fr, 'group': g, 'train_count': {'en': counts['en'].get(en, 0), 'fr': counts['fr'].get(fr, 0)},
                  'embedding_cosine': float(emb[i])} for i, (en, fr, g, _, _) in enumerate(pairs)]
-    measures = {'embedding_cosine': emb}
+    names = ['embedding_cosine']
     if backpack:
         Cen = lexical.word_vectors(model, [p[3] for p in pairs], device, 'senses')  # (n, k, d)
         Cfr = lexical.word_vectors(model, [p[4] for p in pairs], device, 'senses')
@@ -696,7 +767,7 @@ def false_friend_experiment(model, tok, device, data_dir=DATA_DIR, top_k=10, n_r
                                        for l in range(k)], 1) for C in (Cen, Cfr))  # (n, k, top_k)
         topk_shared = np.array([[len(set(top_en[i, l].tolist()) & set(top_fr[i, l].tolist())) / top_k
                                  for l in range(k)] for i in range(len(pairs))])
-        measures.update(shared_senses=shared.astype(float), sense_cosine=cos.mean(1), topk_shared=topk_shared.mean(1))
+        names += ['shared_senses', 'sense_cosine', 'topk_shared']
         result['shared_threshold'] = threshold.tolist()
         for i, entry in enumerate(per_pair):
             order = np.argsort(cos[i])[:show]
@@ -708,24 +779,54 @@ def false_friend_experiment(model, tok, device, data_dir=DATA_DIR, top_k=10, n_r
     # mean, and false friends are much rarer than cognates in Europarl; this subset removes both
     controlled = np.array([min(e['train_count'].values()) >= min_count and not set(p[3]) & set(p[4])
                            for e, p in zip(per_pair, pairs)])
-    for subset, keep in (('all', np.ones(len(pairs), bool)), ('controlled', controlled)):
+    for entry, c in zip(per_pair, controlled):
+        entry['controlled'] = bool(c)
+    result['tests'] = pair_tests(per_pair, names, n_resamples, seed)
+    result['median_train_count'] = {g: {lang: float(np.median([e['train_count'][lang] for e in per_pair if e['group'] == g]))
+                                        for lang in LANGUAGES} for g in ('false_friends', 'cognates')}
+    result['holm_family'] = holm_family(result['tests'])
+    result['per_pair'] = per_pair
+    return result
+
+
+def pair_measure(entry, name):
+    """The value a false-friend test compares for one pair (a per_pair entry): its embedding cosine or
+    shared-sense count, or the mean over senses of its per-sense cosines or top-k shares."""
+    value = entry[name]
+    return float(np.mean(np.asarray(value, float))) if isinstance(value, list) else float(value)
+
+
+def pair_tests(per_pair, names, n_resamples=9999, seed=0):
+    """{subset: {measure: test}} of the per_pair entries (each with 'group', 'controlled' and the measures
+    `names`): one-sided permutation tests cognates > false friends on 'all' pairs and the 'controlled' ones
+    (a subset with fewer than 2 pairs in a group is skipped), and Holm's adjustment over the family of
+    every test made: p_value raw, p_holm adjusted. Everything it needs is stored in the results, so
+    verify_evaluation.py recomputes it."""
+    groups = np.array([e['group'] for e in per_pair])
+    controlled = np.array([e['controlled'] for e in per_pair], bool)
+    values = {name: np.array([pair_measure(e, name) for e in per_pair]) for name in names}
+    tests = {}
+    for subset, keep in (('all', np.ones(len(per_pair), bool)), ('controlled', controlled)):
         cog, ff = keep & (groups == 'cognates'), keep & (groups == 'false_friends')
         if min(cog.sum(), ff.sum()) < 2:
-            result['tests'][subset] = {'skipped': f'{cog.sum()} cognates and {ff.sum()} false friends (needs 2 each)'}
+            tests[subset] = {'skipped': f'{cog.sum()} cognates and {ff.sum()} false friends (needs 2 each)'}
             continue
-        result['tests'][subset] = {}
-        for name, values in measures.items():
-            test = permutation_greater(values[cog], values[ff], n_resamples, seed)
-            result['tests'][subset][name] = {
+        tests[subset] = {}
+        for name in names:
+            test = permutation_greater(values[name][cog], values[name][ff], n_resamples, seed)
+            tests[subset][name] = {
                 'cognates_mean': test['mean_a'], 'false_friends_mean': test['mean_b'], 'difference': test['difference'],
                 'p_value': test['p_value'], 'n_cognates': test['n_a'], 'n_false_friends': test['n_b'],
                 'n_resamples': n_resamples}
-    for entry, c in zip(per_pair, controlled):
-        entry['controlled'] = bool(c)
-    result['median_train_count'] = {g: {lang: float(np.median([e['train_count'][lang] for e in per_pair if e['group'] == g]))
-                                        for lang in LANGUAGES} for g in ('false_friends', 'cognates')}
-    result['per_pair'] = per_pair
-    return result
+    family = [key.split('.', 1) for key in holm_family(tests)]
+    for (subset, name), p in zip(family, holm([tests[s][n]['p_value'] for s, n in family])):
+        tests[subset][name]['p_holm'] = p
+    return tests
+
+
+def holm_family(tests):
+    """['subset.measure'] of the tests Holm's adjustment is over (pair_tests: every test made)."""
+    return [f'{subset}.{name}' for subset, by_name in tests.items() if 'skipped' not in by_name for name in by_name]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -733,9 +834,12 @@ def false_friend_experiment(model, tok, device, data_dir=DATA_DIR, top_k=10, n_r
 
 def run_interventions(model, tok, device, experiments=EXPERIMENTS, data_dir=DATA_DIR, cost_documents=200,
                       strengths=STRENGTHS, samples=4, max_new_tokens=32, seed=0):
-    """{'settings', experiment: results..., 'timing_s'} for the selected experiments (module docstring)."""
+    """{'settings', experiment: results..., 'timing_s'} for the selected experiments (module docstring); the
+    settings name the word lists read ('files': eval_data.record_inputs records them with their sha256)."""
     require_eval(model)
-    out = {'settings': {'experiments': list(experiments), 'data_dir': str(data_dir), 'cost_documents': cost_documents,
+    out = {'settings': {'experiments': list(experiments), 'data_dir': str(data_dir),
+                        'files': [str(Path(data_dir) / f) for name in experiments for f in DATA_FILES[name]],
+                        'cost_documents': cost_documents,
                         'strengths': list(strengths), 'samples': samples, 'max_new_tokens': max_new_tokens,
                         'seed': seed, 'model_type': 'backpack' if is_backpack(model) else 'transformer'},
            'timing_s': {}}
@@ -775,7 +879,9 @@ def report_lines(section):
         lines.append('')
     if 'topic' in section:
         t = section['topic']
-        lines += ['### Topic control (share of generations with a topic word / perplexity under the unedited model)', '']
+        lines += ['### Topic control (share of generations with a counted topic word / perplexity under the unedited '
+                  'model)', '', "Each topic's words are cut in two: every method steers with one half, and only the "
+                  'other half is counted, for every method and the unedited model.', '']
         for lang, e in t['languages'].items():
             head = ' | '.join(f'strength {b}' for b in t['strengths'])
             lines += [f"{lang.upper()} prompts, {e['max_new_tokens']} new tokens; unedited perplexity "
@@ -785,21 +891,24 @@ def report_lines(section):
                 for topic, curve in by_topic.items():
                     cells = ' | '.join(f"{p['share']:.2f} / {p['ppl']:.0f}" for p in curve)
                     lines.append(f"| {method} | {topic} | {e['unedited']['topics'][topic]['share']:.2f} | {cells} |")
-            lines.append('')
+            lines += [''] + [f"- {topic}: steered with *{' '.join(w['steering_words']) or '(no single-token word)'}*; "
+                             f"counted *{' '.join(w['counted_half'])}*" for topic, w in e['words'].items()] + ['']
     if 'false_friends' in section:
         f = section['false_friends']
         lines += ['### False friends vs cognates (one-sided permutation tests, cognates > false friends)', '']
         if 'skipped' in f:
             lines += [f"skipped: {f['skipped']}", '']
         else:
-            lines += ['| pairs | measure | cognates | false friends | p |', '|---|---|---:|---:|---:|']
+            lines += [f"p: raw; p Holm: Holm-adjusted over the {len(f['holm_family'])} tests of the table (family-wise "
+                      "error rate)", '', '| pairs | measure | cognates | false friends | p | p Holm |',
+                      '|---|---|---:|---:|---:|---:|']
             for subset, tests in f['tests'].items():
                 if 'skipped' in tests:
-                    lines.append(f"| {subset} | skipped: {tests['skipped']} | | | |")
+                    lines.append(f"| {subset} | skipped: {tests['skipped']} | | | | |")
                     continue
                 lines += [f"| {subset} | {name} | {r['cognates_mean']:.3f} (n={r['n_cognates']}) | "
-                          f"{r['false_friends_mean']:.3f} (n={r['n_false_friends']}) | {r['p_value']:.4f} |"
-                          for name, r in tests.items()]
+                          f"{r['false_friends_mean']:.3f} (n={r['n_false_friends']}) | {r['p_value']:.4f} | "
+                          f"{r['p_holm']:.4f} |" for name, r in tests.items()]
             lines += ['', f"controlled: both words seen ≥ {f['min_count']} times in training and no BPE piece in "
                           f"common; median training counts {f['median_train_count']}", '']
             for p in [p for p in f['per_pair'] if p['group'] == 'false_friends' and 'divergent' in p][:8]:
@@ -808,6 +917,11 @@ def report_lines(section):
                              f"*{', '.join(d['en_top'])}* vs *{', '.join(d['fr_top'])}*")
             lines.append('')
     return lines
+
+
+def run_name(out_dir):
+    """What the results call a run: the name of its out_dir ('tiny_backpack'), not the machine's path to it."""
+    return Path(out_dir).resolve().name
 
 
 def main(argv=None):
@@ -833,15 +947,17 @@ def main(argv=None):
     section = run_interventions(model, tok, device, experiments, args.data_dir, args.cost_documents, args.strengths,
                                 args.samples, args.max_new_tokens, args.seed)
     info = model.info
-    results = {'model': {'out_dir': info['out_dir'], 'model_type': info['model_type'], 'iter_num': info['iter_num'],
+    run = run_name(args.out_dir)
+    results = {'model': {'out_dir': run, 'model_type': info['model_type'], 'iter_num': info['iter_num'],
                          'checkpoint': info['checkpoint'], 'tokenizer': evaluate.tokenizer_record(tok),
                          'n_senses': model.config.n_senses if is_backpack(model) else None},
                'settings': {'interventions': list(experiments)}, 'machine': system.machine(device),
                'interventions': section}
+    results['inputs'] = eval_data.record_inputs(results, args.out_dir)  # portable paths: no absolute one
     output = args.output or os.path.join(args.out_dir, 'interventions.json')
     save_json(evaluate.to_json(results), output)
     print('\n'.join(report_lines(section)))
-    print(f"wrote {output}")
+    print(f"wrote {eval_data.portable_path(output, args.out_dir)} (run {run})")
 
 
 if __name__ == '__main__':

@@ -7,23 +7,33 @@ encodes to nothing or when any of its pieces never occurred in the training pair
 token_lang_counts row is 0, so its embedding and senses were never trained); OOV words are counted
 and excluded, never replaced. A word of several pieces gets the mean of its pieces' vectors (as
 Hewitt et al. do for multi-subword words); a multi-word entry such as 'petit déjeuner' is encoded as
-one string, so it gets the mean over the pieces of all its words. The representations, named as in
-the results:
+one string, so it gets the mean over the pieces of all its words.
 
-    sense_l     C(w)_l, the l-th sense vector (Backpack), l = 0 .. k-1
-    sim_min     word similarity only: max_l cos(C(w)_l, C(w')_l). Hewitt et al.'s Sim_min is the
-                *minimum cosine distance* over senses, min_l (1 - cos); we report the equivalent
-                similarity 1 - Sim_min = the maximum cosine similarity over senses
-    flat        word similarity only: cosine of the k*d concatenations [C(w)_0; ...; C(w)_{k-1}]
-    mean_sense  (1/k) sum_l C(w)_l (Backpack)
-    embedding   E(w), the row of the tied input embedding: the baseline, and the only
-                representation of a StandardTransformerLM (it has no senses)
+The representations, named as in the results. Each word-similarity one but mean_sense is the Backpack
+paper's (Hewitt et al. 2023, lexical similarity, eq. 14) and is computed as their evaluation code
+computes it (get_similarity_fns of their word-similarity script), named here in brackets:
+
+    sense_l     Sim_l(w, w') = cos(C(w)_l, C(w')_l), one sense at a time [CosSense{l}]
+    sim_min     Sim_min(w, w') = min_l cos(C(w)_l, C(w')_l), eq. 14: the *smallest* of the k matched-sense
+                cosines [MinPair: the min of the diagonal of the k x k sense cosine matrix]
+    sim_max     max_l cos(C(w)_l, C(w')_l), the largest matched-sense cosine [MaxPair]; not in the
+                paper's tables, reported beside sim_min
+    flat        Cos: the cosine of the k*d concatenations [C(w)_0; ...; C(w)_{k-1}] [Cos]
+    mean_sense  cos of the mean sense vectors (1/k) sum_l C(w)_l. Not a paper representation: ours, and the
+                one named in advance as the Backpack's headline (HEADLINE_REPRESENTATION), so that no
+                representation is picked on the test pairs
+    embedding   cos of E(w), the rows of the tied input/output embedding: the paper's "softmax embedding"
+                baseline [the lm_head rows], and the only representation of a StandardTransformerLM
+
+BLI uses sense_l, mean_sense and embedding.
 
 Similarity between two words is the cosine of their vectors; the word-similarity score of a
 representation is Spearman's rho (metrics.spearman) between those cosines and the gold scores over the
 pairs whose two words are covered.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +46,8 @@ XLING_RULE = ("EN-FR pairs rebuilt from Multi-SimLex EN and FR: for each concept
               "and scored with the mean of the two scores (eval_data.cross_lingual_pairs)")
 BLI_CANDIDATES = ("target candidates: the target-language words of the training pairs (words.json), most "
                   "frequent first, skipping OOV words, at most max_candidates")
+# the Backpack's word-similarity representation compared with the embedding, fixed before looking at any score
+HEADLINE_REPRESENTATION = "mean_sense"
 MULTISIMLEX_FILES = {"en": "multisimlex_en", "fr": "multisimlex_fr", "en-fr": "xling_en_fr", "simlex999": "simlex999"}
 
 
@@ -67,7 +79,7 @@ def representation_names(model, word_similarity=False) -> list[str]:
     if not is_backpack(model):
         return ["embedding"]
     senses = [f"sense_{l}" for l in range(model.config.n_senses)]
-    return senses + (["sim_min", "flat"] if word_similarity else []) + ["mean_sense", "embedding"]
+    return senses + (["sim_min", "sim_max", "flat"] if word_similarity else []) + ["mean_sense", "embedding"]
 
 
 @torch.no_grad()
@@ -119,7 +131,8 @@ def pair_similarities(model, ids_1, ids_2, device) -> dict[str, np.ndarray]:
     C1, C2 = word_vectors(model, ids_1, device, "senses"), word_vectors(model, ids_2, device, "senses")
     per_sense = np.stack([row_cosines(C1[:, l], C2[:, l]) for l in range(C1.shape[1])])  # (k, n)
     sims = {f"sense_{l}": per_sense[l] for l in range(len(per_sense))}
-    sims["sim_min"] = per_sense.max(0)
+    sims["sim_min"] = per_sense.min(0)  # eq. 14: the least similar matched sense
+    sims["sim_max"] = per_sense.max(0)
     sims["flat"] = row_cosines(C1.flatten(1), C2.flatten(1))
     sims["mean_sense"] = row_cosines(C1.mean(1), C2.mean(1))
     sims["embedding"] = row_cosines(word_vectors(model, ids_1, device, "embedding"),
@@ -155,7 +168,7 @@ def evaluate_word_similarity(model, tokenizer, device, pairs) -> dict:
                             for rep in scores if not rep.startswith("sense_")},
             # per covered pair, for paired comparisons of two models on the same pairs (compare_models)
             "pairs": [[w1, w2] for w1, w2, _ in kept], "gold": gold,
-            "cosines": {rep: [float(c) for c in sims[rep]] for rep in scores if not rep.startswith("sense_")},
+            "cosines": {rep: [float(c) for c in sims[rep]] for rep in scores},
             "n_pairs": len(pairs), "n_covered": len(kept), "n_oov_pairs": len(pairs) - len(kept),
             "oov_words": oov, "n_words": len(covered) + len(oov),
             "multi_piece_share": len(multi) / len(covered), "multi_piece_words": multi}
@@ -198,6 +211,20 @@ def evaluate_multisimlex(model, tokenizer, device, languages=("en", "fr"), cross
     return results
 
 
+def evaluate_word_pair_files(model, tokenizer, device, files) -> dict:
+    """Word similarity on any `word1 word2 score` files (evaluate.py --word_pairs): {file stem:
+    evaluate_word_similarity(...) + {'path', 'rule'}}. Two files with the same stem raise ValueError."""
+    results = {}
+    for path in files:
+        name = Path(path).stem
+        if name in results or name in MULTISIMLEX_FILES:
+            raise ValueError(f"--word_pairs {path}: another data set is already called {name!r}; rename the file")
+        pairs = eval_data.read_word_pairs(path)
+        results[name] = {**evaluate_word_similarity(model, tokenizer, device, pairs), "path": str(path),
+                         "rule": "pairs and scores as given in the file"}
+    return results
+
+
 # ----------------------------------------------------------------------------- lexicon induction
 
 def candidate_words(tokenizer, lang: str, max_candidates: int) -> dict[str, list[int]]:
@@ -221,25 +248,39 @@ def evaluate_bli(model, tokenizer, device, directions=("en-fr", "fr-en"), dictio
 
     Dictionaries: MUSE en-fr / fr-en 5000-6500 test sets by default; `dictionaries` maps a direction
     to any `source target` file. Source and target words are lower-cased. Queries: the dictionary's
-    source words that are covered. Candidates: BLI_CANDIDATES. Scores: cosine, and CSLS
+    source words that are covered, sorted. Candidates: BLI_CANDIDATES. Scores: cosine, and CSLS
     (metrics.csls_scores, k = csls_k) whose source side S is the covered source-language training
-    words (same rule and cap as the candidates) plus the queries not among them. P@1, P@5 by
-    metrics.precision_at_k: a hit when a gold translation is among the top k candidates; the
-    denominator is all queries, including those whose translations are not candidates.
+    words (same rule and cap as the candidates) plus the queries not among them. Each query's 5 best
+    candidates (ties by lower index) come from metrics.bli_rankings, which ranks as the dense float64
+    score matrices do without building them. P@1, P@5 by metrics.precision_from_ranking: a hit when
+    a gold translation is among the top k candidates; the denominator is all queries, including
+    those whose translations are not candidates.
 
     Copy baseline: a word and its identical-string translation (MUSE has many: names, 'commission')
     encode to the same ids, hence the same vectors, so they are found at cosine 1 by any
     representation. n_identical counts the queries with their own string among their gold
     translations and the candidates; copy_p_at_1 = n_identical / n_queries is the P@1 of
-    "translate a word by itself", the floor to compare every P@1 with.
+    "translate a word by itself", the floor to compare every P@1 with. The non-identical queries
+    are those whose gold translations do not contain their own spelling; on them the copy baseline
+    is 0 by construction (its one guess, the query itself, is never gold), so p@1_non_identical
+    measures translation beyond copying.
 
-    Returns {direction: {'cosine': {rep: {'p@1', 'p@5'}}, 'csls': {...}, 'dictionary', 'n_dictionary_words',
-    'n_queries', 'coverage' (n_queries / n_dictionary_words), 'n_reachable' (queries with a gold
-    translation among the candidates), 'n_identical', 'copy_p_at_1', 'n_candidates', 'n_source_words'
-    (rows of S), 'candidates', 'max_candidates', 'csls_k'}}. Memory: one representation at a time,
-    (words, d) matrices; the score matrices are (queries, candidates)."""
+    Returns {direction: {'cosine': {rep: scores}, 'csls': {rep: scores}, 'queries' (sorted list of str),
+    'non_identical' (ascending indices into queries), 'n_non_identical', 'dictionary',
+    'n_dictionary_words', 'n_queries', 'coverage' (n_queries / n_dictionary_words), 'n_reachable'
+    (queries with a gold translation among the candidates), 'n_identical', 'copy_p_at_1',
+    'copy_p_at_1_non_identical' (0.0), 'n_candidates', 'n_source_words' (rows of S), 'candidates',
+    'max_candidates', 'csls_k'}}, where scores = {'p@1', 'p@5', 'p@1_ci' (metrics.bootstrap_ci over the
+    queries), 'hits@1', 'hits@5' (1/0 per query, in queries order; P@k is their mean),
+    'p@1_non_identical' (mean of hits@1 over non_identical; None when there is none),
+    'p@1_non_identical_ci' (its bootstrap_ci; None under 2 such queries)}. Memory and time: one
+    representation at a time, (words, d) matrices; no score matrix is built (float32 tiles of 512 x 2048
+    scores, float64 for the few best groups of each row), and one product of the two directions' source
+    sides serves both directions' r_S (target_hubness)."""
     dictionaries = dict(dictionaries or {})
     tasks, ids_of = {}, {}
+    candidates = {lang: candidate_words(tokenizer, lang, max_candidates)
+                  for lang in dict.fromkeys(lang for direction in directions for lang in direction.split("-"))}
     for direction in directions:
         src, tgt = direction.split("-")
         path = dictionaries.get(direction) or eval_data.default_path(f"muse_{src}_{tgt}")
@@ -250,12 +291,12 @@ def evaluate_bli(model, tokenizer, device, directions=("en-fr", "fr-en"), dictio
         if not covered:
             raise ValueError(f"no source word of {path} is in the model's vocabulary")
         queries = sorted(covered)
-        source_vocab = candidate_words(tokenizer, src, max_candidates)
-        targets = candidate_words(tokenizer, tgt, max_candidates)
+        source_vocab, targets = candidates[src], candidates[tgt]
         source = list({**source_vocab, **covered})
         position = {w: i for i, w in enumerate(source)}
         tasks[direction] = dict(path=path, gold=gold, queries=queries, source=source, targets=list(targets),
-                                rows=[position[w] for w in queries])
+                                rows=[position[w] for w in queries],
+                                non_identical=[i for i, q in enumerate(queries) if q not in gold[q]])
         ids_of.update({**source_vocab, **covered, **targets})
     words = list(ids_of)
     index = {w: i for i, w in enumerate(words)}
@@ -264,22 +305,55 @@ def evaluate_bli(model, tokenizer, device, directions=("en-fr", "fr-en"), dictio
     results = {direction: {"cosine": {}, "csls": {}} for direction in directions}
     for rep in representation_names(model):
         vectors = word_vectors(model, ids_list, device, rep)
+        r_s = target_hubness(vectors, index, tasks, csls_k)
         for direction, t in tasks.items():
             S = vectors[[index[w] for w in t["source"]]]
             T = vectors[[index[w] for w in t["targets"]]]
-            for method, scores in (("cosine", metrics.cosine_matrix(S[t["rows"]], T)),
-                                   ("csls", metrics.csls_scores(S, T, csls_k, t["rows"]))):
-                p = metrics.precision_at_k(scores, t["queries"], t["targets"], t["gold"])
-                results[direction][method][rep] = {"p@1": p["p@1"], "p@5": p["p@5"], "p@1_ci": p["p@1_ci"]}
-                if not rep.startswith("sense_"):  # the headline ones, for paired comparisons (compare_models)
-                    results[direction][method][rep]["hits@1"] = p["hits@1"]
+            ranked = metrics.bli_rankings(S, T, t["rows"], csls_k, r_s=r_s[direction])
+            for method in ("cosine", "csls"):
+                p = metrics.precision_from_ranking(ranked[method].tolist(), t["queries"], t["targets"], t["gold"])
+                results[direction][method][rep] = bli_scores(p, t["non_identical"])
             t["coverage"] = p
     for direction, t in tasks.items():
         p, targets = t["coverage"], set(t["targets"])
         n_identical = sum(q in t["gold"][q] and q in targets for q in t["queries"])
         results[direction].update(
             dictionary=str(t["path"]), n_dictionary_words=p["n_gold"], n_queries=p["n_covered"], queries=t["queries"],
+            non_identical=t["non_identical"], n_non_identical=len(t["non_identical"]),
             coverage=p["n_covered"] / p["n_gold"], n_reachable=p["n_reachable"], n_identical=n_identical,
-            copy_p_at_1=n_identical / p["n_covered"], n_candidates=len(t["targets"]),
+            copy_p_at_1=n_identical / p["n_covered"], copy_p_at_1_non_identical=0.0, n_candidates=len(t["targets"]),
             n_source_words=len(t["source"]), candidates=BLI_CANDIDATES, max_candidates=max_candidates, csls_k=csls_k)
     return results
+
+
+def target_hubness(vectors, index, tasks, k) -> dict:
+    """{direction: r_S of each of its targets} (CSLS's mean cosine of a target to its k nearest source
+    words), two directions at a time: the targets of src-tgt lead the source words of tgt-src (both are
+    candidate_words(tgt)) and the other way round, so one product of the two source sides gives both
+    directions' r_S (metrics.mean_topk_both). A direction without its reverse pairs its source words
+    with its targets."""
+    r_s = {}
+    for direction, t in tasks.items():
+        if direction in r_s:
+            continue
+        src, tgt = direction.split("-")
+        back = tasks.get(f"{tgt}-{src}")
+        other = back["source"] if back else t["targets"]
+        assert other[:len(t["targets"])] == t["targets"]  # targets lead the other side, as both are candidate_words
+        A, B = (metrics.normalize_rows(metrics.as_matrix(vectors[[index[w] for w in words]]))
+                for words in (t["source"], other))
+        r_a, r_b = metrics.mean_topk_both(A, B, k)
+        r_s[direction] = r_b[:len(t["targets"])]
+        if back:
+            r_s[f"{tgt}-{src}"] = r_a[:len(back["targets"])]
+    return r_s
+
+
+def bli_scores(p: dict, non_identical: list[int]) -> dict:
+    """The scores evaluate_bli keeps of a precision_from_ranking result p: P@1, P@5, the P@1 interval,
+    the per-query hits, and P@1 over the queries `non_identical` (indices) with its interval:
+    p@1_non_identical = mean_{i in non_identical} hits@1[i] (None for no such query)."""
+    hits = [p["hits@1"][i] for i in non_identical]
+    return {"p@1": p["p@1"], "p@5": p["p@5"], "p@1_ci": p["p@1_ci"], "hits@1": p["hits@1"], "hits@5": p["hits@5"],
+            "p@1_non_identical": sum(hits) / len(hits) if hits else None,
+            "p@1_non_identical_ci": metrics.bootstrap_ci(metrics.mean_stat(hits), len(hits)) if len(hits) > 1 else None}

@@ -69,8 +69,9 @@ def quickstart(results_dir):
         ws = r['word_similarity']
         return ' / '.join(f"{ws[key]['spearman'][rep]:.3f}" for key in ('en', 'fr', 'en-fr'))
 
-    def bli(r, rep):
-        return pair(r['bli']['en-fr']['csls'][rep]['p@1'], r['bli']['fr-en']['csls'][rep]['p@1'], '{:.3f}')
+    def bli(r, rep, subset=''):
+        return pair(r['bli']['en-fr']['csls'][rep][f'p@1{subset}'], r['bli']['fr-en']['csls'][rep][f'p@1{subset}'],
+                    '{:.3f}')
 
     def retrieval(r):
         s = r['sentence_similarity']['tatoeba']['hidden']
@@ -87,8 +88,11 @@ def quickstart(results_dir):
         ('chrF en→fr / fr→en', translation(b, 'chrf', '{:.1f}'), translation(t, 'chrf', '{:.1f}'), copy('chrf')),
         ('Multi-SimLex ρ EN / FR / EN–FR (embedding)', simlex(b, 'embedding'), simlex(t, 'embedding'), ''),
         ('Multi-SimLex ρ EN / FR / EN–FR (Backpack mean sense)', simlex(b, 'mean_sense'), '', ''),
+        ('Multi-SimLex ρ EN / FR / EN–FR (Backpack Sim_min, eq. 14)', simlex(b, 'sim_min'), '', ''),
         ('BLI P@1 en→fr / fr→en, CSLS, embedding', bli(b, 'embedding'), bli(t, 'embedding'), copy_word),
         ('BLI P@1 en→fr / fr→en, CSLS, mean sense', bli(b, 'mean_sense'), '', ''),
+        ('BLI P@1 en→fr / fr→en, CSLS, embedding, non-identical queries', bli(b, 'embedding', '_non_identical'),
+         bli(t, 'embedding', '_non_identical'), 'copy word: 0 / 0'),
         ('Tatoeba retrieval P@1 en→fr / fr→en (hidden state)', retrieval(b), retrieval(t), f'chance {1 / n_tatoeba:.3f}'),
     ]
     bp, tp = b['model']['params'], t['model']['params']
@@ -175,16 +179,24 @@ def cpu_reference(results_dir):
                 f"copy source {first['copy_baseline']['bleu']:.2f}")
     for key, label in (('en', 'Multi-SimLex EN'), ('fr', 'Multi-SimLex FR'), ('en-fr', 'Multi-SimLex EN–FR'),
                        ('simlex999', 'SimLex-999')):
-        for rep in ('embedding', 'mean_sense'):
+        # the headline representation (named in advance), then the paper's Sim_min and MaxPair where stored
+        for rep in ('embedding', 'mean_sense', 'sim_min', 'sim_max'):
             ws = lambda r: r['word_similarity'][key]  # noqa: E731
+            if rep not in ws(b)['spearman']:
+                continue
             row(f"{label} ρ, {rep.replace('_', ' ')}", lambda m, r: with_ci(ws(r)['spearman'][rep], ws(r)['spearman_ci'][rep])
                 if rep in ws(r)['spearman'] else '', smoke_value=f"{ws(smoke)['spearman'][rep]:.3f}")
     for direction in ('en-fr', 'fr-en'):
         for rep in ('embedding', 'mean_sense'):
             bl = lambda r: r['bli'][direction]['csls']  # noqa: E731
-            row(f"BLI P@1 {direction.replace('-', '→')}, CSLS, {rep.replace('_', ' ')}",
+            arrow = direction.replace('-', '→')
+            row(f"BLI P@1 {arrow}, CSLS, {rep.replace('_', ' ')}",
                 lambda m, r: with_ci(bl(r)[rep]['p@1'], bl(r)[rep].get('p@1_ci')) if rep in bl(r) else '',
                 f"copy word {b['bli'][direction]['copy_p_at_1']:.3f}", f"{bl(smoke)[rep]['p@1']:.3f}")
+            n_kept = len(b['bli'][direction]['non_identical'])
+            row(f"BLI P@1 {arrow}, CSLS, {rep.replace('_', ' ')}, {n_kept} non-identical queries",
+                lambda m, r: with_ci(bl(r)[rep]['p@1_non_identical'], bl(r)[rep]['p@1_non_identical_ci'])
+                if rep in bl(r) else '', 'copy word 0', f"{bl(smoke)[rep]['p@1_non_identical']:.3f}")
     for dataset, label in (('europarl_test', 'Europarl test'), ('tatoeba', 'Tatoeba')):
         hidden = b['sentence_similarity'][dataset]['hidden']
         for way, arrow in (('x2y', 'en→fr'), ('y2x', 'fr→en')):

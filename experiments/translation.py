@@ -54,7 +54,8 @@ def evaluate_translation_accuracy(model, tokenizer, device, src_path=None, tgt_p
     Returns {direction: {metrics.translation_scores(hyps, refs) (corpus 'bleu' and 'chrf' with their
     sacreBLEU signatures, 'sentence_bleu' mean/median/min/max, 'exact_match', 'word_f1',
     'char_accuracy', 'n'), 'bleu_ci', 'chrf_ci' (metrics.bootstrap_ci over the test sentences: 1,000
-    resamples, seed 0, 95 %), 'hypotheses' (every output), 'copy_baseline' (corpus BLEU and chrF of copying the source unchanged: what
+    resamples, seed 0, 95 %), 'hypotheses' (every output), 'sources' and 'references' (the texts translated
+    and scored against, so that verify_evaluation.py recomputes every score from the results), 'copy_baseline' (corpus BLEU and chrF of copying the source unchanged: what
     shared names, numbers and cognates earn without translating), 'n_empty' (empty translations),
     'src_file', 'ref_file', 'truncated' (sources cut to fit the context),
     'decoding', 'examples' (the first n_examples as {'src', 'ref', 'hyp'})}}."""
@@ -79,6 +80,8 @@ def evaluate_translation_accuracy(model, tokenizer, device, src_path=None, tgt_p
             **{f'{name}_ci': ci for name, ci in translation_intervals(hyps, texts[tgt]).items()},
             'copy_baseline': {'bleu': copy['bleu'], 'chrf': copy['chrf']},
             'hypotheses': hyps,  # all of them: a paired comparison of two models resamples the same sentences
+            # and the texts they are scored against, so that every score is recomputed from the results alone
+            'sources': texts[src], 'references': texts[tgt],
             'n_empty': sum(not h.strip() for h in hyps),
             'src_file': files[src], 'ref_file': files[tgt], 'truncated': n_truncated,
             'decoding': 'greedy' if beam_size == 1 else f'beam search, beam_size {beam_size}, length_penalty 1.0',

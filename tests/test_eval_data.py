@@ -93,13 +93,19 @@ def test_read_word_pairs_bad_files(tmp_path, text, message):
         D.read_word_pairs(path)
 
 
-def test_missing_files_name_the_path(tmp_path):
+def test_missing_files_name_the_path(tmp_path, monkeypatch):
     missing = tmp_path / "nope" / "MSL_XXX.tsv"
     for reader in (D.read_word_pairs, D.cross_lingual_pairs, D.read_dictionary):
         with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
             reader(missing)
-    with pytest.raises(FileNotFoundError, match="data/eval"):
+    # a file that is not one of the bundled copies gets no hint to restore data/eval (newstest2014 is not there)
+    with pytest.raises(FileNotFoundError) as other:
         D.read_parallel(missing, D.default_path("tatoeba_fr"))
+    assert "data/eval" not in str(other.value)
+    # a bundled copy that went missing says how to get it back (a repository root without its data/eval here)
+    monkeypatch.setattr(D, "REPO_ROOT", tmp_path)
+    with pytest.raises(FileNotFoundError, match="git checkout data/eval"):
+        D.read_word_pairs(D.default_path("simlex999"))
     with pytest.raises(KeyError):
         D.default_path("wordsim353")
 

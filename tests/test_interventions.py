@@ -139,6 +139,40 @@ def test_metrics_by_hand():
     assert iv.permutation_greater([0, 1, 2], [3, 4, 5])['p_value'] == pytest.approx(1.0)
 
 
+def test_holm_by_hand():
+    """adjusted p_(i) = max_{j<=i} min(1, (m - j + 1) p_(j)), p sorted ascending, back in the input order."""
+    # sorted: .005 x 4 = .02, .01 x 3 = .03, .03 x 2 = .06, .04 x 1 = .04 -> max(.06, .04) = .06
+    np.testing.assert_allclose(iv.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02], rtol=1e-12)
+    # capped at 1, and the running maximum carries the cap to the larger p
+    np.testing.assert_allclose(iv.holm([0.6, 0.7, 0.01]), [1.0, 1.0, 0.03], rtol=1e-12)
+    np.testing.assert_allclose(iv.holm([0.5, 0.3]), [0.6, 0.6], rtol=1e-12)  # .3 x 2 = .6; max(.6, .5 x 1)
+    np.testing.assert_allclose(iv.holm([0.02, 0.02]), [0.04, 0.04], rtol=1e-12)  # ties
+    assert iv.holm([0.3]) == [0.3] and iv.holm([]) == []
+
+
+def test_topic_words_split_in_two_halves_by_family():
+    # families: farm farmers farming (first 4 letters), fish, sea seas ('sea' begins 'seas'), cod, air; each to
+    # the smaller half: farm* -> steer (3-0), fish -> counted (3-1), sea* -> counted (3-3), cod -> steer, air
+    steer, counted = iv.split_topic_words(['farm', 'fish', 'farmers', 'sea', 'Seas', 'cod', 'farming', 'air'])
+    assert steer == ['farm', 'farmers', 'farming', 'cod'] and counted == ['fish', 'sea', 'seas', 'air']
+    # joined transitively: 'ab' begins both 'abcd' and 'abce', which share only 3 letters
+    assert iv.split_topic_words(['abcd', 'x', 'abce', 'ab']) == (['abcd', 'abce', 'ab'], ['x'])
+    topics, _ = iv.load_topic_data(iv.DATA_DIR)
+    for topic, by_lang in topics.items():
+        for lang, words in by_lang.items():
+            steer, counted = iv.split_topic_words(words)
+            assert sorted(steer + counted) == sorted(words) and len(set(words)) == len(words), (topic, lang)
+            assert min(len(steer), len(counted)) >= 12 and abs(len(steer) - len(counted)) <= 2, (topic, lang)
+            assert not {w[:iv.STEM_PREFIX] for w in steer} & {w[:iv.STEM_PREFIX] for w in counted}, (topic, lang)
+
+
+def test_intervention_lines_print_false_friends_first_as_the_label_says():
+    import verify_evaluation
+    tests = {'sense_cosine': {'cognates_mean': 0.9, 'false_friends_mean': 0.1, 'p_value': 0.01, 'p_holm': 0.04}}
+    line, = verify_evaluation.intervention_lines({'false_friends': {'tests': {'all': tests}}})
+    assert line.startswith('false friends vs cognates (all): sense_cosine 0.100 vs 0.900, p 0.01 (Holm 0.04)'), line
+
+
 def test_word_tokens_found_by_offsets(sample_data_dir):
     tok = load_tokenizer(sample_data_dir)
     pattern = iv.word_pattern(['architecte', 'speech therapist', 'nurse'])
@@ -165,6 +199,7 @@ def test_word_lists():
     topics, prompts = iv.load_topic_data(iv.DATA_DIR)
     assert {'agriculture', 'fisheries', 'environment', 'budget'} <= set(topics)
     assert all(set(t) == {'en', 'fr'} for t in topics.values()) and all(len(prompts[l]) >= 3 for l in ('en', 'fr'))
+    assert all(len(words) >= 24 and all(w == w.lower() for w in words) for t in topics.values() for words in t.values())
     readme = (iv.DATA_DIR / 'README.md').read_text(encoding='utf-8')
     assert all(f.name in readme for f in iv.DATA_DIR.glob('*.tsv'))
 
@@ -197,9 +232,25 @@ def test_cli_on_the_tiny_backpack_and_verify(tiny_backpack_dir, tmp_path):
     t = section['topic']['languages']['en']
     curves = t['methods']['senses']
     assert curves and all([p['strength'] for p in c] == [1.0, 8.0] for c in curves.values())
+    # steered with one half, counted with the other, for every method and the unedited model
+    for topic, words in t['words'].items():
+        assert (words['steer_half'], words['counted_half']) == iv.split_topic_words(words['words'])
+        assert set(words['steering_words']) <= set(words['steer_half'])
+        assert t['unedited']['topics'][topic] == iv.topic_stats(t['unedited']['generations'], words['counted_half'])
+        for method in ('senses', 'embedding'):
+            for p in t['methods'][method].get(topic, []):
+                again = iv.topic_stats(p['generations'], words['counted_half'])
+                assert len(p['generations']) == 5 and (p['share'], p['frequency']) == (again['share'], again['frequency'])
     f = section['false_friends']
     assert set(f['tests']['all']) == {'embedding_cosine', 'shared_senses', 'sense_cosine', 'topk_shared'}
-    assert 0 <= f['tests']['all']['sense_cosine']['p_value'] <= 1
+    family = [(s, n) for s in ('all', 'controlled') if 'skipped' not in f['tests'][s] for n in f['tests'][s]]
+    assert f['holm_family'] == [f'{s}.{n}' for s, n in family] and len(family) in (4, 8)
+    assert [f['tests'][s][n]['p_holm'] for s, n in family] == iv.holm([f['tests'][s][n]['p_value'] for s, n in family])
+    assert 0 <= f['tests']['all']['sense_cosine']['p_value'] <= f['tests']['all']['sense_cosine']['p_holm'] <= 1
+    # no absolute path: the run by its name, the inputs relative to the repository
+    assert r['model']['out_dir'] == 'tiny_backpack' and section['settings']['data_dir'] == 'data/interventions'
+    assert str(tiny_backpack_dir) not in out.read_text() and str(REPO) not in out.read_text()
+    assert sorted(r['inputs']) == sorted(section['settings']['files']) and 'data/interventions/topics.tsv' in r['inputs']
     ok = run('verify_evaluation.py', '--out_dir', tiny_backpack_dir, '--interventions_file', out)
     assert ok.returncode == 0 and 'gender bias ratio EN' in ok.stdout, ok.stdout + ok.stderr
 
@@ -216,8 +267,56 @@ def test_cli_on_the_tiny_backpack_and_verify(tiny_backpack_dir, tmp_path):
     failures = '\n'.join(c.failures)
     for message in ('interventions.gender.en.senses.after = 0.5', 'interventions.topic: no fr results',
                     'interventions.gender.fr.projection: the chosen edit is not the best',
-                    'interventions.false_friends.all.embedding_cosine.p_value = 1.5'):
+                    'interventions.false_friends.all.embedding_cosine.p_value = 1.5',
+                    'interventions.false_friends.all.embedding_cosine.p_value (from per_pair)'):
         assert message in failures, failures
+
+    # each recomputation catches a number that its stored outputs do not give, naming the field
+    def corrupted(change):
+        bad = copy.deepcopy(r)
+        change(bad['interventions'])
+        (tmp_path / 'bad.json').write_text(json.dumps(bad))
+        c, _, _ = verify_evaluation.verify_interventions_file(str(tmp_path / 'bad.json'), str(tiny_backpack_dir))
+        return '\n'.join(c.failures)
+
+    topic = next(iter(curves))
+    words, all_tests = t['words'][topic], f['tests']['all']
+    lang, method = next((lang, method) for lang, e in g['languages'].items() for method, m in e['methods'].items()
+                        if m['cost']['documents_scored'])  # an edit with val documents scored
+
+    def bump(obj, key, by):
+        obj[key] += by
+
+    cases = [
+        (lambda s: bump(s['false_friends']['tests']['all']['sense_cosine'], 'p_holm', 1e-3),
+         'interventions.false_friends.all.sense_cosine.p_holm (Holm over the'),
+        (lambda s: s['false_friends']['tests']['all']['topk_shared'].update(p_holm=all_tests['topk_shared']['p_value'] / 2),
+         'interventions.false_friends.all.topk_shared.p_holm = '),
+        (lambda s: bump(s['false_friends']['tests']['all']['sense_cosine'], 'false_friends_mean', 0.01),
+         'interventions.false_friends.all.sense_cosine.false_friends_mean (from per_pair)'),
+        (lambda s: bump(s['false_friends']['per_pair'][0], 'shared_senses', 1),
+         'interventions.false_friends.per_pair[0] (' + f['per_pair'][0]['en']),
+        (lambda s: s['false_friends'].update(holm_family=s['false_friends']['holm_family'][:1]),
+         'interventions.false_friends.holm_family = '),
+        (lambda s: s['topic']['languages']['en']['words'][topic]['steering_words'].append(words['counted_half'][0]),
+         f'interventions.topic.en.words.{topic}.steering_words: counted words'),
+        (lambda s: s['topic']['languages']['en']['words'][topic]['steer_half'].append(words['counted_half'][0]),
+         f'interventions.topic.en.words.{topic}: steer_half'),
+        (lambda s: bump(s['topic']['languages']['en']['unedited']['topics'][topic], 'share', 0.05),
+         f'interventions.topic.en.unedited.{topic}.share: recorded'),
+        (lambda s: s['topic']['languages']['en']['methods']['senses'][topic][0]['generations'].__setitem__(
+            0, ' '.join(words['counted_half'])), f'interventions.topic.en.senses.{topic}.1.0.frequency: recorded'),
+        (lambda s: s['topic']['languages']['en']['methods']['embedding'][topic][1]['generations'].pop(),
+         f'interventions.topic.en.embedding.{topic}.8.0.generations: 4 stored'),
+        (lambda s: bump(s['gender']['languages']['en']['before'], 'test', 0.01),
+         'interventions.gender.en.before.test: recorded'),
+        (lambda s: bump(s['gender']['languages']['fr']['methods']['projection'], 'after', 0.01),
+         'interventions.gender.fr.projection.after: recorded'),
+        (lambda s: bump(s['gender']['languages'][lang]['methods'][method]['cost'], 'nll_after', 0.01),
+         f'interventions.gender.{lang}.{method}.cost.bpb_after: recorded')]
+    for change, message in cases:
+        failures = corrupted(change)
+        assert message in failures, (message, failures)
 
 
 def test_cli_on_the_transformer_twin_runs_the_baselines(tiny_transformer_dir, tmp_path, capsys):

@@ -74,22 +74,43 @@ def test_word_similarity_hand_computed_spearman():
     assert r["oov_words"] == ["unseen", "zzz"]  # not in the vocabulary / a piece never trained
     assert r["n_words"] == 6 and r["multi_piece_share"] == 0.0
     rho = r["spearman"]
-    assert list(rho) == ["sense_0", "sense_1", "sim_min", "flat", "mean_sense", "embedding"]
+    assert list(rho) == ["sense_0", "sense_1", "sim_min", "sim_max", "flat", "mean_sense", "embedding"]
     assert rho["sense_0"] == pytest.approx(1.0) and rho["embedding"] == pytest.approx(1.0)
     assert rho["sense_1"] == pytest.approx(-1.0)
-    # sim_min = max over senses: ab cos10, ac cos40, ad cos10 -> ranks 2.5, 1, 2.5 vs gold 3, 2, 1 -> rho 0
+    # sim_max = max over senses: ab cos10, ac cos40, ad cos10 -> ranks 2.5, 1, 2.5 vs gold 3, 2, 1 -> rho 0
+    assert rho["sim_max"] == pytest.approx(0.0, abs=1e-12)
+    # sim_min (eq. 14) = min over senses: ab cos90, ac cos40, ad cos90 -> ranks 1.5, 3, 1.5 -> rho 0 too
     assert rho["sim_min"] == pytest.approx(0.0, abs=1e-12)
     # flat (unit senses): (cos Δ0 + cos Δ1) / 2 = ab .49, ac .77, ad .49 -> the same ranks -> rho 0
     assert rho["flat"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_sim_min_is_max_over_senses_and_flat_is_concatenation():
+def test_sim_min_is_the_papers_minimum_over_matched_senses_and_sim_max_beside_it():
+    """Hand-built senses where min and max disagree (the old code's 'sim_min' was the max: it fails here).
+    Word a: senses at 0° and 0°. b: 0° and 80° (cosines with a: 1.0, 0.17). c: 30° and 30° (0.87, 0.87).
+    Gold says c is closer to a than b is: Sim_min (eq. 14) ranks c first, the max ranks b first."""
+    vocab = {"a": [0], "b": [1], "c": [2]}
+    senses = [[unit(0), unit(0)], [unit(0), unit(80)], [unit(30), unit(30)]]
+    model, tok = TableBackpack(senses, [unit(0), unit(45), unit(20)]), WordTokenizer(vocab, 3)
+    sims = lexical.pair_similarities(model, [[0], [0]], [[1], [2]], "cpu")
+    np.testing.assert_allclose(sims["sim_min"], [math.cos(math.radians(80)), math.cos(math.radians(30))], rtol=1e-6)
+    np.testing.assert_allclose(sims["sim_max"], [1.0, math.cos(math.radians(30))], rtol=1e-6)
+    r = lexical.evaluate_word_similarity(model, tok, "cpu", [("a", "b", 1.0), ("a", "c", 9.0), ("b", "c", 5.0)])
+    # pair cosines b-c: min(cos 30, cos 50) = .64, max = .87
+    assert r["spearman"]["sim_min"] == pytest.approx(1.0)    # a-c .87 > b-c .64 > a-b .17: the gold order
+    # a-b 1.0 > a-c .87 = b-c .87: ranks (3, 1.5, 1.5) against gold (1, 3, 2) -> rho -sqrt(3)/2
+    assert r["spearman"]["sim_max"] == pytest.approx(-math.sqrt(3) / 2)
+    assert r["cosines"]["sim_min"] == pytest.approx([math.cos(math.radians(a)) for a in (80, 30, 50)], rel=1e-6)
+
+
+def test_sim_max_is_max_over_senses_and_flat_is_concatenation():
     torch.manual_seed(0)
     model = TableBackpack(torch.randn(20, 3, 4), torch.randn(20, 4))
     ids_1, ids_2 = [[i] for i in range(10)], [[i, i + 10] for i in range(10)]
     sims = lexical.pair_similarities(model, ids_1, ids_2, "cpu")
     per_sense = np.stack([sims[f"sense_{l}"] for l in range(3)])
-    np.testing.assert_allclose(sims["sim_min"], per_sense.max(0))
+    np.testing.assert_allclose(sims["sim_max"], per_sense.max(0))
+    np.testing.assert_allclose(sims["sim_min"], per_sense.min(0))
     second = (model.senses[:10] + model.senses[10:]) / 2  # multi-piece words: mean of the pieces
     expected = [float(torch.cosine_similarity(model.senses[i].flatten(), second[i].flatten(), dim=0)) for i in range(10)]
     np.testing.assert_allclose(sims["flat"], expected, rtol=1e-5)
@@ -175,6 +196,48 @@ def test_bli_candidates_are_capped_training_words(tmp_path):
     assert list(lexical.candidate_words(tok, "fr", 10)) == ["chat", "chien", "maison"]
 
 
+
+def copy_word_setup(tmp_path):
+    """bli_setup plus 'radio', spelled (and so encoded, id 7) the same in both languages, its own
+    direction in sense 0, sense 1 and E: every representation finds it by copying."""
+    model, _, tok, dictionaries = bli_setup(tmp_path)
+    e = torch.eye(8)
+    senses = torch.cat([torch.nn.functional.pad(model.senses, (0, 2)), torch.stack([e[7], e[7]])[None]])
+    E = torch.cat([torch.nn.functional.pad(model.E, (0, 2)), e[7:8]])
+    words = {lang: pairs + [("radio", 5)] for lang, pairs in BLI_WORDS.items()}
+    tok = WordTokenizer({**BLI_VOCAB, "radio": [7]}, 8, unseen=[6], words=words)
+    dictionaries["en-fr"].write_text("cat chat\ndog chien\nhouse maison\nradio radio\n", encoding="utf-8")
+    return TableBackpack(senses, E), tok, dictionaries
+
+
+def test_bli_per_query_hits_and_the_non_identical_subset(tmp_path):
+    model, tok, dictionaries = copy_word_setup(tmp_path)
+    r = lexical.evaluate_bli(model, tok, "cpu", dictionaries=dictionaries, csls_k=2)["en-fr"]
+    assert r["queries"] == ["cat", "dog", "house", "radio"]
+    assert r["non_identical"] == [0, 1, 2] and r["n_non_identical"] == 3  # radio's gold is its own spelling
+    assert (r["n_identical"], r["copy_p_at_1"], r["copy_p_at_1_non_identical"]) == (1, 0.25, 0.0)
+    for method in ("cosine", "csls"):
+        found, copied = r[method]["sense_0"], r[method]["sense_1"]  # sense 1 finds radio only, by copying
+        assert found["hits@1"] == [1, 1, 1, 1] and copied["hits@1"] == [0, 0, 0, 1]
+        assert copied["hits@5"] == [1, 1, 1, 1]  # 4 candidates: each query's gold is among its top 5
+        assert (copied["p@1"], copied["p@5"], copied["p@1_non_identical"]) == (0.25, 1.0, 0.0)
+        assert (found["p@1"], found["p@1_non_identical"]) == (1.0, 1.0)
+        for scores in r[method].values():  # P@k is the mean of hits@k; the subset P@1 its mean over non_identical
+            assert scores["p@1"] == np.mean(scores["hits@1"]) and scores["p@5"] == np.mean(scores["hits@5"])
+            assert scores["p@1_non_identical"] == np.mean([scores["hits@1"][i] for i in r["non_identical"]])
+            ci = scores["p@1_non_identical_ci"]
+            assert ci["n"] == 3 and ci["value"] == scores["p@1_non_identical"]
+
+
+def test_bli_without_a_non_identical_query_reports_none(tmp_path):
+    model, tok, dictionaries = copy_word_setup(tmp_path)
+    dictionaries["en-fr"].write_text("radio radio\n", encoding="utf-8")
+    r = lexical.evaluate_bli(model, tok, "cpu", directions=("en-fr",), dictionaries=dictionaries)["en-fr"]
+    assert r["non_identical"] == [] and r["copy_p_at_1"] == 1.0
+    scores = r["csls"]["embedding"]
+    assert scores["p@1_non_identical"] is None and scores["p@1_non_identical_ci"] is None
+
+
 # --------------------------------------------------------------------------- the tiny trained models
 
 def test_tiny_backpack_word_similarity_and_bli(tiny_backpack_dir):
@@ -186,9 +249,10 @@ def test_tiny_backpack_word_similarity_and_bli(tiny_backpack_dir):
     for key, result in r.items():
         assert result["n_covered"] + result["n_oov_pairs"] == result["n_pairs"] > 900
         assert list(result["spearman"]) == lexical.representation_names(model, word_similarity=True)
-        assert len(result["spearman"]) == k + 4
+        assert len(result["spearman"]) == k + 5
         assert all(-1 <= rho <= 1 for rho in result["spearman"].values())
-        assert set(result["spearman_ci"]) == {"sim_min", "flat", "mean_sense", "embedding"}
+        assert set(result["spearman_ci"]) == {"sim_min", "sim_max", "flat", "mean_sense", "embedding"}
+        assert set(result["cosines"]) == set(result["spearman"])  # every rho can be recomputed
         for rep, ci in result["spearman_ci"].items():  # the fast resample statistic is scipy's rho on all pairs
             assert ci["value"] == pytest.approx(result["spearman"][rep], abs=1e-12)
             assert ci["low"] <= ci["value"] <= ci["high"] and ci["n"] == result["n_covered"]
@@ -208,3 +272,31 @@ def test_tiny_transformer_has_embeddings_only(tiny_transformer_dir):
     assert list(r["fr"]["spearman"]) == ["embedding"]
     b = lexical.evaluate_bli(model, tok, "cpu", directions=("fr-en",), max_candidates=300)
     assert list(b["fr-en"]["cosine"]) == list(b["fr-en"]["csls"]) == ["embedding"]
+
+
+def test_tiny_backpack_bli_ranks_as_the_dense_float64_matrices(tiny_backpack_dir):
+    """evaluate_bli's per-query hits equal those of the dense float64 cosine and CSLS matrices, built here
+    as the code before the chunked top-k did (every score, r_T and r_S by a top-k of whole rows), ranked by
+    metrics.precision_at_k, on a trained model."""
+    from experiments import metrics
+    model, _ = load_model(tiny_backpack_dir, "cpu")
+    tok = load_tokenizer(tiny_backpack_dir)
+    b = lexical.evaluate_bli(model, tok, "cpu", max_candidates=500)
+    for direction, r in b.items():
+        src, tgt = direction.split("-")
+        sources, targets = lexical.candidate_words(tok, src, 500), lexical.candidate_words(tok, tgt, 500)
+        queries = {q: lexical.word_ids(tok, q) for q in r["queries"]}
+        source = {**sources, **queries}
+        gold = {}
+        for s, ts in lexical.eval_data.read_dictionary(r["dictionary"]).items():
+            gold.setdefault(s.lower(), set()).update(t.lower() for t in ts)
+        gold = {q: gold[q] for q in r["queries"]}
+        rows = [list(source).index(q) for q in r["queries"]]
+        for rep in ("sense_0", "mean_sense", "embedding"):
+            S, T = (metrics.normalize_rows(metrics.as_matrix(lexical.word_vectors(model, list(w.values()), "cpu", rep)))
+                    for w in (source, targets))
+            cos = S[rows] @ T.T
+            csls = 2 * cos - cos.topk(10, dim=1).values.mean(1)[:, None] - (T @ S.T).topk(10, dim=1).values.mean(1)
+            for method, scores in (("cosine", cos), ("csls", csls)):
+                dense = metrics.precision_at_k(scores, r["queries"], list(targets), gold)
+                assert r[method][rep]["hits@1"] == dense["hits@1"] and r[method][rep]["hits@5"] == dense["hits@5"]

@@ -142,6 +142,143 @@ def test_precision_at_k_toy_matrix():
         M.precision_at_k(scores[:, :3], src, tgt, gold)
 
 
+
+def dense_reference(S, T, k, queries):
+    """The dense float64 BLI of before (kept here as the reference): every cosine of S[queries] with T,
+    r_T and r_S as means of the k largest of whole sorted rows (k capped at the row length), the CSLS
+    matrix, and each row's stable descending order. Each score is an elementwise product summed, so
+    identical vectors tie exactly."""
+    S, T = (np.asarray(x, dtype=np.float64) for x in (S, T))
+    S, T = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in (S, T))
+    cos_qt = (S[queries][:, None, :] * T[None]).sum(-1)
+    cos_ts = (T[:, None, :] * S[None]).sum(-1)
+    r_t = -np.sort(-cos_qt, axis=1)[:, :k].mean(1)
+    r_s = -np.sort(-cos_ts, axis=1)[:, :k].mean(1)
+    csls = 2 * cos_qt - r_t[:, None] - r_s[None, :]
+    order = lambda x: np.argsort(-x, axis=1, kind="stable")  # noqa: E731
+    return {"cos": cos_qt, "csls": csls, "r_t": r_t, "r_s": r_s, "cos_order": order(cos_qt), "csls_order": order(csls)}
+
+
+def tied_vectors(seed=0, n_s=61, n_t=47, d=8):
+    """Random S, T with planted exact ties: T[9] = T[3]; 20 copies of T[5] (more than k + SCREEN_PAD, so
+    a row cannot tell them apart in float32 and takes the float64 path); a zero row; S rows equal to
+    T rows (cosine 1) and duplicated S rows."""
+    g = np.random.default_rng(seed)
+    S, T = g.normal(size=(n_s, d)), g.normal(size=(n_t, d))
+    T[9] = T[3]
+    T[20:40] = T[5]
+    T[44] = 0.0
+    S[2], S[7], S[11] = T[5], 3 * T[3], T[12]
+    S[30] = S[31] = S[32]
+    S[40] = T[5] + 1e-3 * g.normal(size=d)  # near the 20 copies, not on them
+    return S, T
+
+
+def small_tiles(monkeypatch, group, pairs, tiles=(2, 3)):
+    """Groups, tiles and float64 chunks small enough that the test vectors span many of each, none
+    dividing the sizes (pairs 1: one row per float64 chunk)."""
+    for name, value in (("SCREEN_GROUP", group), ("SCORE_PAIRS", pairs), ("TILE_GROUPS", tiles)):
+        monkeypatch.setattr(M, name, value)
+
+
+@pytest.mark.parametrize("seed, group, pairs, n_t", [(0, 32, 65536, 47), (1, 3, 50, 47), (2, 32, 1000, 1300),
+                                                     (3, 2, 7, 47), (4, 5, 1, 47), (5, 4, 33, 47)])
+def test_bli_rankings_equal_the_dense_float64_reference(seed, group, pairs, n_t, monkeypatch):
+    small_tiles(monkeypatch, group, pairs)
+    S, T = tied_vectors(seed, n_t=n_t)
+    queries = [2, 40, 0, 7, 11, 30, 31, 13, 60, 5]  # unsorted, duplicated vectors, ties at cosine 1
+    for k, top in ((10, 5), (3, 5), (1, 1), (60, 5)):  # k > len(T)
+        ref = dense_reference(S, T, k, queries)
+        got = M.bli_rankings(S, T, queries, csls_k=k, top=top)
+        np.testing.assert_array_equal(got["cosine"].numpy(), ref["cos_order"][:, :top])
+        np.testing.assert_array_equal(got["csls"].numpy(), ref["csls_order"][:, :top])
+        rows = np.arange(len(queries))[:, None]
+        for mine, theirs in (("cosine", "cos"), ("csls", "csls")):
+            best = ref[theirs][rows, ref[f"{theirs}_order"][:, :top]]
+            np.testing.assert_allclose(got[f"{mine}_scores"].numpy(), best, atol=1e-12)
+        np.testing.assert_allclose(got["r_t"].numpy(), ref["r_t"], atol=1e-12)
+        np.testing.assert_allclose(got["r_s"].numpy(), ref["r_s"], atol=1e-12)
+        # the dense CSLS matrix (kept for callers that want every score) agrees too
+        np.testing.assert_allclose(M.csls_scores(S, T, k, queries), ref["csls"], atol=1e-12)
+    # query 2 is T[5] itself: its best five are the five lowest-index copies of it (columns 5, 20, 21, 22, 23)
+    assert M.bli_rankings(S, T, [2], top=5)["cosine"].tolist() == [[5, 20, 21, 22, 23]]
+
+
+def test_exact_and_mutual_top_k_on_many_columns():
+    S, T = tied_vectors(6, n_s=300, n_t=2000, d=16)
+    S, T = (M.normalize_rows(M.as_matrix(x)) for x in (S, T))
+    dense = (S[:, None, :] * T[None]).sum(-1)
+    for k in (10, 1, 40):
+        (va, ia), (vb, ib) = M.mutual_top_k(S, T, k)
+        assert torch.equal(ia, torch.argsort(-dense, dim=1, stable=True)[:, :k])
+        assert torch.equal(ib, torch.argsort(-dense.T, dim=1, stable=True)[:, :k])
+        torch.testing.assert_close(va, dense.gather(1, ia), rtol=0, atol=1e-12)
+        torch.testing.assert_close(vb, dense.T.gather(1, ib), rtol=0, atol=1e-12)
+        values, indices = M.exact_top_k(S, T, k)
+        assert torch.equal(indices, ia) and torch.equal(values, va)
+
+
+@pytest.mark.parametrize("group, pairs", [(32, 65536), (3, 20), (4, 1)])
+def test_exact_top_k_with_scale_and_bias_equals_a_stable_sort(group, pairs, monkeypatch):
+    small_tiles(monkeypatch, group, pairs)
+    S, T = tied_vectors(3)
+    S, T = (M.normalize_rows(M.as_matrix(x)) for x in (S, T))
+    bias = torch.as_tensor(np.random.default_rng(0).normal(size=len(T)))
+    bias[20:40] = bias[5]  # keep the copies of T[5] tied under the bias
+    for scale in (2.0, 1.0, -1.0):
+        values, indices = M.exact_top_k(S, T, 12, scale=scale, bias=bias)
+        dense = scale * (S[:, None, :] * T[None]).sum(-1) - bias
+        assert torch.equal(indices, torch.argsort(-dense, dim=1, stable=True)[:, :12])
+        torch.testing.assert_close(values, dense.gather(1, indices), rtol=0, atol=1e-12)
+    values, indices = M.exact_top_k(S, T, 100)  # k capped at len(T): the whole stable order
+    assert indices.shape == (len(S), len(T))
+    assert torch.equal(indices, torch.argsort(-(S @ T.T), dim=1, stable=True))
+
+
+def test_distinct_rows_and_expand_ties():
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [0.0, -0.5], [3.0, 4.0], [1.0, 2.0]], dtype=torch.float64)
+    rows, inverse = M.distinct_rows(x)
+    assert rows.tolist() == [[1, 2], [3, 4], [0, -0.5]] and inverse.tolist() == [0, 1, 0, 2, 1, 0]  # first-seen order
+    assert M.distinct_rows(rows)[1] is None  # all distinct: the input itself
+    # top 2 over distinct columns (0 then 2) -> top 4 over the originals: 0's copies 0, 2, 5, then 2's copy 3
+    values, columns = M.expand_ties(torch.tensor([[0.9, 0.5]], dtype=torch.float64), torch.tensor([[0, 2]]), inverse, 4)
+    assert columns.tolist() == [[0, 2, 5, 3]] and values.tolist() == [[0.9, 0.9, 0.9, 0.5]]
+    # two distinct columns tied: their copies interleave by original index
+    values, columns = M.expand_ties(torch.tensor([[0.7, 0.7]], dtype=torch.float64), torch.tensor([[1, 0]]), inverse, 4)
+    assert columns.tolist() == [[0, 1, 2, 4]]
+
+
+def test_chunks_by_width_cover_every_row_within_the_budget():
+    widths = torch.tensor([3, 1, 12, 2, 2, 5, 1, 40])
+    runs = M.chunks_by_width(widths, budget=10)
+    assert sorted(i for rows, _ in runs for i in rows.tolist()) == list(range(8))
+    for rows, width in runs:
+        assert width == int(widths[rows].max()) and (len(rows) * width <= 10 or len(rows) == 1)
+    assert [width for _, width in runs] == sorted(width for _, width in runs)  # narrow rows first
+
+
+def test_screen_margin_bounds_the_float32_error():
+    g = torch.Generator().manual_seed(0)
+    for d in (8, 128, 512):
+        Q, K = (M.normalize_rows(torch.randn(300, d, generator=g, dtype=torch.float64)) for _ in range(2))
+        err = (2 * (Q.float() @ K.float().T)).double() - 2 * (Q @ K.T)
+        assert err.abs().max() < M.screen_margin(d, 2.0) / 8  # the worst-case bound is far above the error seen
+
+
+def test_precision_from_ranking_hits_and_errors():
+    tgt = ["w", "x", "y", "z"]
+    gold = {"a": {"x"}, "b": {"z"}, "c": {"q"}}
+    r = M.precision_from_ranking([[0, 2, 1], [3, 0, 1], [0, 1, 2]], ["a", "b", "c"], tgt, gold, ks=(1, 3))
+    assert r["hits@1"] == [0, 1, 0] and r["hits@3"] == [1, 1, 0]
+    assert r["p@1"] == pytest.approx(1 / 3) and r["p@3"] == pytest.approx(2 / 3)
+    assert (r["n_gold"], r["n_covered"], r["n_oov"], r["n_reachable"]) == (3, 3, 0, 2)
+    assert r["p@1_ci"]["value"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="duplicate"):
+        M.precision_from_ranking([[0], [1]], ["a", "a"], tgt, gold, ks=(1,))
+    with pytest.raises(ValueError, match="no gold entry"):
+        M.precision_from_ranking([[0]], ["zz"], tgt, gold, ks=(1,))
+
+
 # ----------------------------------------------------------------------------- retrieval
 
 def test_retrieval_identity_and_shuffled():

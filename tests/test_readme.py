@@ -3,8 +3,9 @@ experiments/readme_tables.py makes from the committed results.
 
 A code block runs here when the line before its fence is `<!-- runs in tests/test_readme.py -->`. It runs
 from a directory laid out like a user's checkout after quickstart.sh: the repository's files, `out/`
-holding the tiny trained models (copies of the session fixtures), and `../shared` when it exists; with
-`python` on PATH being this interpreter. A bash block runs command by command (continuation lines
+holding the tiny trained models (copies of the session fixtures), and no `../shared` beside it (a new user's
+clone has none: every marked block must run on the bundled data); with `python` on PATH being this
+interpreter. A bash block runs command by command (continuation lines
 joined); a python block runs as one script."""
 import os
 import re
@@ -14,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from conftest import REPO
 
 MARK = '<!-- runs in tests/test_readme.py -->'
 BLOCK = re.compile(re.escape(MARK) + r'\n```(bash|python)\n(.*?)\n```', re.S)
@@ -38,8 +39,8 @@ def bash_commands(code):
 
 @pytest.fixture(scope='module')
 def checkout(tmp_path_factory, tiny_backpack_dir, tiny_transformer_dir):
-    """A user's checkout: the repository's entries (symlinked), out/ with copies of the tiny models, and
-    ../shared beside it when the real one exists."""
+    """A user's fresh clone after the quick start: the repository's entries (symlinked) and out/ with copies of
+    the tiny models; nothing beside it (no ../shared)."""
     root = tmp_path_factory.mktemp('user')
     repo = root / 'repo'
     repo.mkdir()
@@ -48,8 +49,7 @@ def checkout(tmp_path_factory, tiny_backpack_dir, tiny_transformer_dir):
             (repo / entry.name).symlink_to(entry)
     shutil.copytree(tiny_backpack_dir, repo / 'out' / 'tiny_backpack')
     shutil.copytree(tiny_transformer_dir, repo / 'out' / 'tiny_transformer')
-    if SHARED_DATA.is_dir():
-        (root / 'shared').symlink_to(SHARED_DATA.parent)
+    assert not (root / 'shared').exists()
     return repo
 
 
@@ -66,8 +66,7 @@ def test_readme_marks_the_blocks_users_run_first():
 @pytest.mark.parametrize('index', range(len(marked_blocks())))
 def test_marked_readme_block_runs_as_written(index, checkout):
     kind, code = marked_blocks()[index]
-    if '../shared' in code and not SHARED_DATA.is_dir():
-        pytest.skip('the block reads ../shared, absent here')
+    assert '../shared' not in code, 'a marked block must run on a clone without ../shared'
     if kind == 'python':
         result = run_as_user([sys.executable, '-c', code], checkout)
         assert result.returncode == 0, code + '\n' + result.stderr[-3000:]

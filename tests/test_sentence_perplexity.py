@@ -62,7 +62,8 @@ def test_sentence_vector_errors(transformer):
         sentence_vectors(model, tok, ['Yes.', ''], 'en', 'cpu')
 
 
-RETRIEVAL_KEYS = {'p@1_x2y', 'p@1_y2x', 'p@1_x2y_ci', 'p@1_y2x_ci', 'hits_x2y', 'hits_y2x', 'mean_true_cos',
+RETRIEVAL_KEYS = {'p@1_x2y', 'p@1_y2x', 'p@1_x2y_ci', 'p@1_y2x_ci', 'hits_x2y', 'hits_y2x', 'rank_x2y', 'rank_y2x',
+                  'mean_true_cos',
                   'mean_random_cos', 'margin',
                   'n', 'vector', 'files', 'truncated'}
 
