@@ -35,6 +35,10 @@ RUN_FILES = ('evaluation_results.json', 'evaluation_report.md', 'training_log.js
              'loss_curve.png')
 
 
+REP_LABELS = {'embedding': 'embedding', 'mean_sense': 'mean sense', 'sim_min': 'Sim_min (eq. 14, min over senses)',
+              'sim_max': 'max over senses (MaxPair)'}
+
+
 def read_json(path):
     path = Path(path)
     if not path.is_file():
@@ -184,7 +188,7 @@ def cpu_reference(results_dir):
             ws = lambda r: r['word_similarity'][key]  # noqa: E731
             if rep not in ws(b)['spearman']:
                 continue
-            row(f"{label} ρ, {rep.replace('_', ' ')}", lambda m, r: with_ci(ws(r)['spearman'][rep], ws(r)['spearman_ci'][rep])
+            row(f"{label} ρ, {REP_LABELS[rep]}", lambda m, r: with_ci(ws(r)['spearman'][rep], ws(r)['spearman_ci'][rep])
                 if rep in ws(r)['spearman'] else '', smoke_value=f"{ws(smoke)['spearman'][rep]:.3f}")
     for direction in ('en-fr', 'fr-en'):
         for rep in ('embedding', 'mean_sense'):

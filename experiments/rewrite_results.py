@@ -83,12 +83,15 @@ def rewrite_translation(results, out_dir):
 
 
 def rewrite_word_similarity(results, removed):
+    fields = ('spearman', 'p_value', 'spearman_ci', 'cosines')
     for dataset, r in results.get('word_similarity', {}).items():
-        for field in ('spearman', 'p_value', 'spearman_ci', 'cosines'):
+        for field in fields:
             values = r.get(field, {})
             if 'sim_min' in values:  # the old code stored max_l cos under this name
                 values['sim_max'] = values.pop('sim_min')
-            for rep in [rep for rep in values if rep not in r.get('cosines', {})]:
+        for field in fields:  # then keep only what has its stored cosines
+            values = r.get(field, {})
+            for rep in [rep for rep in values if rep not in r['cosines']]:
                 del values[rep]
         removed.append(f"word_similarity.{dataset}: sim_min (eq. 14) and sense_l rho (no stored cosines)")
 
@@ -142,7 +145,7 @@ def rewrite_run(out_dir, revision):
         rewrite_bli(results, removed)
         rewrite_interventions(results, removed)
         results['inputs'] = eval_data.record_inputs(results, out_dir)
-        results['migrated'] = {'by': f'experiments/rewrite_results.py at {revision}', 'why': WHY, 'removed': removed}
+        results['migrated'] = {'by': f'experiments/rewrite_results.py of commit {revision}', 'why': WHY, 'removed': removed}
         save_json(results, path)
         print(f"{path}: rewritten ({len(results['inputs'])} inputs found here)")
     results_path = out_dir / 'evaluation_results.json'
