@@ -78,8 +78,21 @@ def save_checkpoint(obj, path):
 
 
 def save_json(obj, path):
-    data = json.dumps(obj, indent=1).encode()
-    atomic_write(path, lambda f: f.write(data), size=len(data))
+    data = json_text(obj).encode()
+    atomic_write(path, lambda f: f.write(data + b'\n'), size=len(data) + 1)
+
+
+def json_text(obj, level=0):
+    """json.dumps(obj, indent=1), except that a list of plain values (numbers, strings, bools, nulls) stays on
+    one line: the per-item outputs of a results file (hits, cosines, hypotheses) would otherwise take a line each,
+    and the file three times its size."""
+    pad = ' ' * (level + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f'{pad}{json.dumps({k: 0})[1:-4]}: {json_text(v, level + 1)}' for k, v in obj.items()]
+        return '{\n' + ',\n'.join(items) + '\n' + ' ' * level + '}'
+    if isinstance(obj, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in obj):
+        return '[\n' + ',\n'.join(pad + json_text(v, level + 1) for v in obj) + '\n' + ' ' * level + ']'
+    return json.dumps(obj)
 
 
 class OutDirLock:
