@@ -102,7 +102,9 @@ def tokenizer_record(tok):
     digest = hashlib.sha256(ident)
     for path in files:
         digest.update(bytes.fromhex(sha256_file(path)))
-    return {'type': info['type'], 'name': info['name_or_path'], 'vocab_size': tok.vocab_size,
+    name = info['name_or_path']  # a hub name, or the local folder prepare.py read it from: named portably
+    name = eval_data.portable_path(name) if os.path.isabs(name) else name
+    return {'type': info['type'], 'name': name, 'vocab_size': tok.vocab_size,
             'sha256': digest.hexdigest()}
 
 
