@@ -58,13 +58,7 @@ def load_tokenizer(out_dir):
     return tokenizer_module.load_tokenizer(out_dir)
 
 
-def sha256_file(path):
-    """Hex sha256 of a file's bytes (read 1 MiB at a time)."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = eval_data.sha256_file  # one definition: results record their inputs' sha256 with it too
 
 
 def checkpoint_record(out_dir):

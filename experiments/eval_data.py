@@ -12,6 +12,7 @@ names them relative to the repository root and `default_path(name)` makes them a
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import re
@@ -266,7 +267,6 @@ INPUT_KEYS = ("file", "src_file", "ref_file", "path", "dictionary", "files", "tr
 
 def sha256_file(path) -> str:
     """Hex sha256 of a file's bytes (read 1 MiB at a time)."""
-    import hashlib
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
