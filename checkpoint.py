@@ -4,11 +4,14 @@ Checkpoints: written by train.py, read by evaluate.py, sample.py and compare_mod
 out_dir/ckpt.pt  the resume point: model, optimizer, scaler, iteration, RNG and sampler states, log.
 out_dir/best.pt  the weights with the best validation loss (what evaluation loads), plus what is
                  needed to rebuild the model and its tokenizer (model type and args, data meta).
+An export_hf.py directory (config.json + model.safetensors, with its release.json and meta.json) is read
+as a checkpoint too: load_model rebuilds from it the model that was exported (load_export).
 Both are plain dicts of tensors and Python primitives, so `torch.load(path, weights_only=True)`
 reads them. Both, and training_log.json, are written atomically and durably (temp file, fsync,
 os.replace, fsync of the directory): a save interrupted at any moment, even by SIGKILL or a power
 loss, leaves the previous file whole. They get the mode of any new file (0666 less the umask).
 """
+import dataclasses
 import errno
 import json
 import math
@@ -21,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from errors import MissingFileError, OutOfSpaceError, UserError
-from model import BackpackLM, ModelConfig, StandardTransformerLM
+from model import BackpackLM, ModelConfig, StandardTransformerLM, from_export
 
 MODEL_CLASSES = {'backpack': BackpackLM, 'transformer': StandardTransformerLM}
 
@@ -215,13 +218,40 @@ def restore_training(ckpt, optimizer, scaler, sampler, rank):
 # ----------------------------------------------------------------------------------------------------
 # reading
 
+EXPORT_WEIGHTS = 'model.safetensors'  # the weights of an export_hf.py directory, beside its config.json
+RELEASE = 'release.json'  # what export_hf.py records of an export (export_hf.release_record)
+
+
 def checkpoint_path(out_dir):
-    """best.pt if present, else ckpt.pt; one clear error when out_dir holds neither."""
+    """best.pt if present, else ckpt.pt, else the model.safetensors of an export_hf.py directory (with its
+    config.json); one clear error when out_dir holds none of them."""
     for name in ('best.pt', 'ckpt.pt'):
         path = os.path.join(out_dir, name)
         if os.path.isfile(path):
             return path
-    raise MissingFileError(f"no checkpoint in {str(out_dir)!r} (expected best.pt or ckpt.pt written by train.py)")
+    path = os.path.join(out_dir, EXPORT_WEIGHTS)
+    if os.path.isfile(path) and os.path.isfile(os.path.join(out_dir, 'config.json')):
+        return path
+    raise MissingFileError(f"no checkpoint in {str(out_dir)!r} (expected best.pt or ckpt.pt written by train.py, "
+                           f"or config.json + {EXPORT_WEIGHTS} written by export_hf.py)")
+
+
+def is_export(out_dir):
+    """Whether out_dir's weights are an export's (export_hf.py), not a train.py checkpoint."""
+    return os.path.basename(checkpoint_path(out_dir)) == EXPORT_WEIGHTS
+
+
+def read_release(out_dir):
+    """An export's release.json as a dict, None when it has none (an export made before release.json existed,
+    or a Hugging Face directory from elsewhere); a file that is not JSON is a UserError naming it."""
+    path = os.path.join(out_dir, RELEASE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}): export the model again with export_hf.py") from None
 
 
 def read_checkpoint(path):
@@ -262,9 +292,41 @@ def model_from_checkpoint(ckpt):
 
 
 def load_model(out_dir, device='cpu'):
-    """(model in eval mode on `device`, checkpoint dict without the weights) from best.pt or ckpt.pt."""
+    """(model in eval mode on `device`, checkpoint dict without the weights) from best.pt or ckpt.pt, or from
+    an export_hf.py directory (load_export)."""
+    if is_export(out_dir):
+        model, ckpt = load_export(out_dir)
+        return model.to(device).eval(), ckpt
     ckpt = read_checkpoint(checkpoint_path(out_dir))
     model = model_from_checkpoint(ckpt)
     ckpt.pop('model')
     ckpt.pop('optimizer', None)
     return model.to(device).eval(), ckpt
+
+
+def load_export(out_dir):
+    """(model on the CPU, the checkpoint dict best.pt would give without its weights) of an export_hf.py
+    directory. Its release.json gives the ModelConfig (model_args), iteration and validation loss, so that the
+    model rebuilt is the one exported, bit for bit (model.from_export); its meta.json is the data meta. The
+    training settings are not part of an export ('config' is empty: the run's training_log.json has them). An
+    export without release.json loads with the config of its config.json (iteration and loss unknown: None)."""
+    release = read_release(out_dir) or {}
+    meta_path = os.path.join(out_dir, 'meta.json')
+    meta = None
+    if os.path.isfile(meta_path):
+        with open(meta_path, encoding='utf-8') as f:
+            meta = json.load(f)
+    try:
+        model_type, model = from_export(out_dir, release.get('model_args'))
+    except (ValueError, KeyError, OSError, RuntimeError) as e:  # a bad config.json or weights file: say which
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{out_dir} is not an export this repository can load ({reason}); export the model "
+                        f"again with export_hf.py") from None
+    if release.get('model_type', model_type) != model_type:
+        raise UserError(f"{out_dir}: release.json says {release['model_type']}, config.json holds a {model_type}: "
+                        f"export the model again with export_hf.py")
+    if 'model_args' not in release and meta and meta['vocab_size'] < model.config.vocab_size:
+        model.config.tokenizer_vocab_size = meta['vocab_size']  # the rows past the tokenizer's ids are padding
+    return model, {'model_type': model_type, 'model_args': dataclasses.asdict(model.config),
+                   'iter_num': release.get('iter_num'), 'val_loss': release.get('val_loss'),
+                   'config': {}, 'meta': meta}

@@ -12,7 +12,9 @@ comparable: their rows are marked so and have no delta; bits per byte (per UTF-8
 is the comparable number. Extra translation evaluations that both out_dirs hold as translation_<name>.json
 (`evaluate.py --translation --output`: another test set, beam search) are compared and paired too. Writes
 comparison.md, comparison.json and loss_curves.png into --output_dir
-(default: a `comparison` folder beside the Backpack's out_dir) and prints the table.
+(default: a `comparison` folder beside the Backpack's out_dir) and prints the table. comparison.json names
+each side's results by file and sha256 when they were read from an evaluation_results.json, and holds them
+only when they were computed here.
 """
 import system  # noqa: F401  (first: the OpenMP setting torch reads when it loads)
 import os
@@ -33,8 +35,9 @@ SENSES_SHOWN = 4  # senses per probe word in the printed summary (all are in com
 
 
 def evaluated(out_dir, device, settings):
-    """run_evaluations() results for out_dir, reusing evaluation_results.json when it was made with
-    these settings from the checkpoint out_dir holds now (same file, same sha256)."""
+    """(run_evaluations() results for out_dir, the evaluation_results.json they were read from or None),
+    reusing that file when it was made with these settings from the checkpoint out_dir holds now (same
+    file, same sha256)."""
     path = os.path.join(out_dir, 'evaluation_results.json')
     if os.path.isfile(path):
         cached = evaluate.read_results(path)
@@ -42,12 +45,21 @@ def evaluated(out_dir, device, settings):
         stale = evaluate.stale_results(cached, out_dir)
         if stale is None and cached['settings'] == evaluate.to_json(wanted):
             print(f"reusing {path}")
-            return cached
+            return cached, path
         print(f"not reusing {path}: {stale or 'it was made with other settings'}")
     model, _ = evaluate.load_model(out_dir, device)
     print(f"evaluating {out_dir} ...")
     results = evaluate.run_evaluations(model, evaluate.load_tokenizer(out_dir), device, out_dir=out_dir, **settings)
-    return evaluate.to_json(results)
+    return evaluate.to_json(results), None
+
+
+def results_record(results, path):
+    """What comparison.json keeps of one side: the results file it was read from, by portable path and
+    sha256 (a comparison of committed results would otherwise hold a second copy of each, megabytes), or
+    the results themselves when they were computed here and exist nowhere else."""
+    if path is None:
+        return results
+    return {'results_file': portable_path(path), 'sha256': evaluate.sha256_file(path)}
 
 
 PER_TOKEN = ('ppl ',)  # metrics per token: comparable only between models that share a tokenizer
@@ -217,14 +229,14 @@ def main(argv=None):
     p.add_argument('--sentence_pairs', type=int, default=1000)
     p.add_argument('--output_dir', help='default: <parent of --backpack_dir>/comparison')
     p.add_argument('--committed', action='store_true',
-                   help='compare results kept without their checkpoints (e.g. results/cpu_reference/backpack) as they '
+                   help='compare results kept without their checkpoints (e.g. results/cpu_reference/first/backpack) as they '
                         'are: nothing is evaluated, the settings are those the results record')
     args = p.parse_args(argv)
     output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.backpack_dir)), 'comparison')
 
     if args.committed:
-        backpack, transformer = (evaluate.read_results(os.path.join(d, 'evaluation_results.json'))
-                                 for d in (args.backpack_dir, args.transformer_dir))
+        paths = [os.path.join(d, 'evaluation_results.json') for d in (args.backpack_dir, args.transformer_dir)]
+        backpack, transformer = (evaluate.read_results(path) for path in paths)
         settings = {key: backpack['settings'][key] for key in ('translation_samples', 'beam_size', 'sentence_pairs')}
     else:
         args.device = resolve_device(args.device)
@@ -232,8 +244,9 @@ def main(argv=None):
             checkpoint_path(out_dir)  # both are there, before the first (long) evaluation
         settings = {'translation_samples': args.translation_samples or None, 'beam_size': args.beam_size,
                     'sentence_pairs': args.sentence_pairs}
-        backpack = evaluated(args.backpack_dir, args.device, settings)
-        transformer = evaluated(args.transformer_dir, args.device, settings)
+        (backpack, backpack_path), (transformer, transformer_path) = (
+            evaluated(d, args.device, settings) for d in (args.backpack_dir, args.transformer_dir))
+        paths = [backpack_path, transformer_path]
     if backpack['model']['model_type'] != 'backpack' or transformer['model']['model_type'] != 'transformer':
         raise UserError(f"--backpack_dir holds a {backpack['model']['model_type']} and --transformer_dir a "
                         f"{transformer['model']['model_type']}")
@@ -284,7 +297,8 @@ def main(argv=None):
     save_json({'settings': settings, 'rows': [json_row(*row) for row in rows], 'paired_differences': differences,
                'not_paired': skipped, 'extra_translations': {name: {'backpack': rb['settings'], 'transformer': rt['settings']}
                                                            for name, (rb, rt) in extra.items()},
-               'backpack_only': dict(own), 'backpack': backpack, 'transformer': transformer},
+               'backpack_only': dict(own), 'backpack': results_record(backpack, paths[0]),
+               'transformer': results_record(transformer, paths[1])},
               os.path.join(output_dir, 'comparison.json'))
     print(text)
     print(f"wrote comparison.md, comparison.json and loss_curves.png to {output_dir}")

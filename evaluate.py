@@ -10,6 +10,13 @@ Command line (every evaluation when none is selected):
 
     python evaluate.py --out_dir out/tiny_backpack --device cpu
     python evaluate.py --out_dir out/tiny_backpack --multisimlex --cross_lingual --languages en fr
+    python evaluate.py --out_dir results/cpu_reference/S/backpack_seed0/hf --data_dir data/europarl_bpe8k \
+        --perplexity --output perplexity.json
+
+--out_dir is a training out_dir (best.pt or ckpt.pt) or an export of export_hf.py (config.json +
+model.safetensors, with the meta.json and tokenizer files it copies). The held-out files (val_*.bin,
+test.en/test.fr, words.json) are read from --data_dir, by default --out_dir, where train.py copies them; an
+export holds none: pass the prepared data dir the model was trained on.
 
 The metrics themselves live in experiments/ (one module per evaluation, pure metric functions in
 experiments/metrics.py); this file loads models and tokenizers, lets the seed's HF-tokenizer
@@ -38,38 +45,86 @@ PROBE_WORDS = senses.PROBE_WORDS
 
 
 def load_model(out_dir, device='cpu'):
-    """(model in eval mode, data meta) from out_dir/best.pt, else out_dir/ckpt.pt.
+    """(model in eval mode, data meta) from out_dir/best.pt, else out_dir/ckpt.pt, else from the export of
+    export_hf.py that out_dir is (config.json + model.safetensors: checkpoint.load_export).
 
     Works for both model types and for backpack-small finetunes. The model also carries
     `model.info`: out_dir, model_type, iteration and validation loss of the loaded weights, and
-    'checkpoint', the checkpoint_record of the file they came from (results record it)."""
+    'checkpoint', the checkpoint_record of the file they came from (results record it); for an export
+    with a release.json, 'run', the name of the run it was exported from (results are named by it)."""
     record = checkpoint_record(out_dir)  # before loading: the record is of the bytes about to be read
     model, ckpt = checkpoint.load_model(out_dir, device)
     model.info = {'out_dir': str(out_dir), 'model_type': ckpt['model_type'], 'iter_num': ckpt['iter_num'],
                   'val_loss': ckpt.get('val_loss', ckpt.get('best_val_loss')), 'config': ckpt['config'],
                   'model_args': ckpt['model_args'], 'checkpoint': record}
+    release = checkpoint.read_release(out_dir) if checkpoint.is_export(out_dir) else None
+    if release and release.get('run'):
+        model.info['run'] = release['run']
     return model, ckpt['meta']
 
 
-def load_tokenizer(out_dir):
-    """The tokenizer of the data `out_dir` was trained on (train.py copies it there); a data dir works too."""
+def load_tokenizer(out_dir, data_dir=None):
+    """The tokenizer of the data `out_dir` was trained on (train.py copies it there, export_hf.py into an
+    export); a data dir works too.
+
+    data_dir: the prepared data dir whose held-out files the evaluations are to read (they read them from
+    tokenizer.data_dir): its tokenizer is returned, after checking that it is out_dir's (the same
+    tokenizer_record sha256), so that a model whose directory holds no data (an export) is evaluated on the
+    data it was trained on, and a data dir of another tokenizer is refused in one line."""
     if not os.path.isfile(os.path.join(out_dir, 'meta.json')):
-        raise MissingFileError(f"no meta.json in {out_dir!r}: pass a training out_dir or a prepared data dir")
-    return tokenizer_module.load_tokenizer(out_dir)
+        raise MissingFileError(f"no meta.json in {str(out_dir)!r}: pass a training out_dir, an export of "
+                               f"export_hf.py (re-export an older one: it copies meta.json) or a prepared data dir")
+    tok = tokenizer_module.load_tokenizer(out_dir)
+    if data_dir is None or os.path.realpath(data_dir) == os.path.realpath(out_dir):
+        return tok
+    if not os.path.isfile(os.path.join(data_dir, 'meta.json')):
+        raise MissingFileError(f"--data_dir {data_dir}: no meta.json there; pass the data dir the model was "
+                               f"trained on (written by data/europarl/prepare.py --out_dir DIR)")
+    data = tokenizer_module.load_tokenizer(data_dir)
+    if tokenizer_record(data)['sha256'] != tokenizer_record(tok)['sha256']:
+        raise UserError(f"--data_dir {data_dir} was prepared with another tokenizer than the model of {out_dir} "
+                        f"(tokenizer sha256 {tokenizer_record(data)['sha256'][:12]}, the model's "
+                        f"{tokenizer_record(tok)['sha256'][:12]}): pass the data dir the model was trained on")
+    return data
+
+
+# the files each evaluation reads from the data dir (tokenizer.data_dir), besides meta.json and the tokenizer
+DATA_FILES = {'perplexity': ('val_en.bin', 'val_fr.bin', 'test_en.bin', 'test_fr.bin'),
+              'translation': ('test.en', 'test.fr'), 'sentence_similarity': ('test.en', 'test.fr'),
+              'bli': ('words.json',), 'senses': ('words.json',)}  # words.json: the training words, by frequency
+
+
+def check_data_dir(data_dir, which, extra=()):
+    """Before anything is loaded: data_dir holds the held-out files the evaluations `which` (and the names in
+    `extra`) read. One line names the missing ones and where they come from, instead of a failure minutes
+    into the evaluation."""
+    needed = dict.fromkeys(['meta.json', *(f for name in which for f in DATA_FILES.get(name, ())), *extra])
+    missing = [name for name in needed if not os.path.isfile(os.path.join(data_dir, name))]
+    if missing:
+        what = 'an export of export_hf.py, which holds no evaluation data' if os.path.isfile(
+            os.path.join(data_dir, checkpoint.RELEASE)) else 'not a complete prepared data dir'
+        raise MissingFileError(f"no {', '.join(missing)} in {data_dir} ({what}): pass --data_dir, the data dir the "
+                               f"model was trained on (data/europarl/prepare.py writes it; train.py copies its "
+                               f"held-out files into the out_dir)")
 
 
 sha256_file = eval_data.sha256_file  # one definition: results record their inputs' sha256 with it too
 
 
 def checkpoint_record(out_dir):
-    """Which checkpoint a result comes from: {'file' (best.pt or ckpt.pt, the one load_model reads),
-    'sha256', 'bytes', 'mtime'}. Results files store it, so that a model retrained since (even to
-    the same iteration) is noticed by its content: verify_evaluation.py refuses such results and
-    compare_models.py does not reuse them."""
+    """Which checkpoint a result comes from: {'file' (best.pt or ckpt.pt, the one load_model reads, or an
+    export's model.safetensors, then with 'exported_from': the file and sha256 of the checkpoint it was
+    exported from, when its release.json says), 'sha256', 'bytes', 'mtime'}. Results files store it, so that
+    a model retrained since (even to the same iteration) is noticed by its content: verify_evaluation.py
+    refuses such results and compare_models.py does not reuse them."""
     path = checkpoint.checkpoint_path(out_dir)
     stat = os.stat(path)
-    return {'file': os.path.basename(path), 'sha256': sha256_file(path), 'bytes': stat.st_size,
-            'mtime': stat.st_mtime}
+    record = {'file': os.path.basename(path), 'sha256': sha256_file(path), 'bytes': stat.st_size,
+              'mtime': stat.st_mtime}
+    release = checkpoint.read_release(out_dir) if checkpoint.is_export(out_dir) else None
+    if release:  # an export's weights: the checkpoint they were exported from (its results record that one)
+        record['exported_from'] = {k: release['source_checkpoint'][k] for k in ('file', 'sha256')}
+    return record
 
 
 def stale_results(results, out_dir):
@@ -182,7 +237,9 @@ def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=2
     translation_samples: test pairs per direction (None = all); translation_files: (en_path, fr_path)
     instead of the held-out test split; word_pairs: more `word1 word2 score` files for word similarity,
     each under its file's stem. Sense analyses run for a Backpack only; sense labels are
-    saved as out_dir/sense_labels.json when out_dir is given.
+    saved as out_dir/sense_labels.json when out_dir is given. The results name the run by model.info's 'run'
+    (an export's source run) or out_dir; when out_dir is not the directory the weights were read from
+    (a re-evaluation of an export), 'model_dir' names that one.
 
     Every input the results name (test files, dictionaries, word-pair files, the out_dir) is recorded as an
     eval_data.portable_path, relative to the repository or to the out_dir, never absolute; 'inputs' maps each
@@ -192,7 +249,7 @@ def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=2
     info = getattr(model, 'info', {})
     run_dir = out_dir or info.get('out_dir')
     results = {
-        'model': {'run': run_name(run_dir), 'out_dir': repo_path(run_dir),
+        'model': {'run': info.get('run') or run_name(run_dir), 'out_dir': repo_path(run_dir),
                   'model_type': 'backpack' if backpack else 'transformer',
                   'iter_num': info.get('iter_num'), 'val_loss': info.get('val_loss'),
                   'checkpoint': info.get('checkpoint'), 'tokenizer': tokenizer_record(tok),
@@ -236,6 +293,9 @@ def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=2
                                                                 labels=[l['label'] for l in labels]),
                     'cross_lingual_alignment': senses.cross_lingual_sense_alignment(model, tok, device)}
         timed('senses', sense_block)
+    model_dir = info.get('out_dir')
+    if model_dir and run_dir and os.path.realpath(model_dir) != os.path.realpath(run_dir):
+        results['model']['model_dir'] = repo_path(model_dir)  # weights read from elsewhere (an export)
     results['inputs'] = eval_data.record_inputs(results, run_dir)
     return results
 
@@ -271,7 +331,11 @@ def check_arguments(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--out_dir', required=True, help='training output dir (best.pt or ckpt.pt)')
+    p.add_argument('--out_dir', required=True,
+                   help='training output dir (best.pt or ckpt.pt), or an export of export_hf.py')
+    p.add_argument('--data_dir', help='the prepared data dir whose held-out files are evaluated (default: --out_dir, '
+                                      'where train.py copies them; an export holds none: pass the data dir it was '
+                                      'trained on, e.g. data/europarl_bpe8k)')
     p.add_argument('--device', default='cpu')
     for name in EVALUATIONS:
         p.add_argument(f'--{name}', action='store_true', help=f'run the {name.replace("_", " ")} evaluation')
@@ -305,16 +369,21 @@ def main(argv=None):
              or (name == 'word_similarity' and (args.multisimlex or args.word_pairs))]
     cross_lingual = args.cross_lingual or not which
     which = which or list(EVALUATIONS)
+    data_dir = args.data_dir or args.out_dir
+    check_data_dir(data_dir, [name for name in which if not (name == 'translation' and args.src_file)])
+    tok = load_tokenizer(args.out_dir, data_dir)
     model, _ = load_model(args.out_dir, args.device)
     if args.senses and not is_backpack(model):
         raise UserError(f"--senses: {args.out_dir} holds a Transformer, which has no senses; drop --senses, or "
                         f"pass the out_dir of a Backpack")
-    results = run_evaluations(model, load_tokenizer(args.out_dir), args.device, which=which,
+    export = checkpoint.is_export(args.out_dir)
+    results = run_evaluations(model, tok, args.device, which=which,
                               translation_samples=args.translation_samples or None,
                               translation_files=(args.src_file, args.tgt_file) if args.src_file else None,
                               beam_size=args.beam_size, sentence_pairs=args.sentence_pairs,
                               languages=args.languages, cross_lingual=cross_lingual,
-                              max_abs_diff=args.max_abs_diff, word_pairs=args.word_pairs, out_dir=args.out_dir,
+                              max_abs_diff=args.max_abs_diff, word_pairs=args.word_pairs,
+                              out_dir=None if export else args.out_dir,  # no sense_labels.json into an export
                               verbose=args.verbose)
     print(summary_table(results))
     if args.output:

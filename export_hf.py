@@ -27,6 +27,23 @@ where ours keeps it as text). The model card (README.md) is generated from the o
 evaluation_results.json (run_full_evaluation.py), which is copied beside it; results computed from
 another checkpoint than the one exported are refused.
 
+For this repository's own code the export is self-contained: it carries the out_dir's meta.json and our
+tokenizer files (tokenizer/tokenizer.json, vocab_map.npy when compacted; transformers' tokenizer files stay
+as they are), so that evaluate.load_model / load_tokenizer, sample.py, evaluate.py and run_full_evaluation.py
+take the export directory as their --out_dir (the held-out data come from --data_dir):
+
+    python run_full_evaluation.py --out_dir hf/tiny_backpack --data_dir data/europarl_sample \
+        --results_dir out/reeval/tiny_backpack
+
+and release.json records what the export is (release_record): the checkpoint it was made from, exactly as
+evaluation_results.json's model.checkpoint records it; the sha256 of each weight file and of the
+evaluation_results.json copied; model_type, iteration, validation loss and the ModelConfig (model_args),
+from which the model is rebuilt bit for bit (a bias=False model drops the zero biases again); and a check
+slice, the token ids of the first 32 documents (CHECK_DOCUMENTS) of val_en.bin and val_fr.bin with their text
+and its UTF-8 bytes, which the results' per-document NLLs (perplexity doc_nll) score: anyone holding the
+export can check that it reproduces the evaluation without the data (tests/test_cpu_reference.py), and
+verify_evaluation.py --committed checks the export beside committed results (<run>/hf) against them.
+
 The directory is written under a temporary name and renamed into place: an export stopped half-way
 leaves no hf_dir. --push_to_hub then uploads the finished directory with huggingface_hub; if that fails
 (no network, no token, no rights), one error line says so and the local export stays as written.
@@ -43,10 +60,12 @@ import torch
 import torch.nn as nn
 
 import evaluate
-from checkpoint import load_model
-from errors import UserError, run_main
+from checkpoint import RELEASE, json_text, load_model
+from errors import MissingFileError, UserError, run_main
+from experiments.eval_data import portable_path
+from experiments.perplexity import read_documents
 from model import is_backpack
-from tokenizer import TAG_NAMES, load_tokenizer
+from tokenizer import TAG_NAMES, copy_tokenizer, load_tokenizer, tokenizer_files
 
 BACKPACK_CODE = 'stanfordnlp/backpack-gpt2'  # the hub repository whose modeling code loads a Backpack export
 # "repo--module.Class": transformers fetches the module from that repo (dynamic_module_utils)
@@ -56,12 +75,17 @@ AUTO_MAP = {'AutoConfig': f'{BACKPACK_CODE}--configuration_backpack_gpt2.Backpac
 BACKPACK_KEYS = [('transformer.', 'backpack.gpt2_model.'), ('sense_network.', 'backpack.sense_network.'),
                  ('sense_weight_net.', 'backpack.sense_weight_net.c_attn.')]
 GPT2_KEYS = [('transformer.', 'transformer.')]
+CHECK_DOCUMENTS = 32  # documents of val_en.bin and of val_fr.bin in release.json's check slice (~20 KB)
+HF_TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--out_dir', required=True, help='training output dir (best.pt or ckpt.pt, evaluation_results.json)')
-    p.add_argument('--hf_dir', required=True, help='the Hugging Face model directory to write')
+    p.add_argument('--out_dir', required=True, help='training output dir (best.pt or ckpt.pt, evaluation_results.json, '
+                                                    'meta.json and the tokenizer, val_en.bin and val_fr.bin)')
+    p.add_argument('--hf_dir', required=True, help='the directory to write: config.json, model.safetensors, the '
+                                                   'tokenizer (Hugging Face\'s and ours, with meta.json), '
+                                                   'evaluation_results.json, README.md, release.json')
     p.add_argument('--overwrite', action='store_true', help='replace an existing, non-empty hf_dir')
     p.add_argument('--push_to_hub', metavar='REPO_ID', help='then upload hf_dir to this hub repository (user/name)')
     p.add_argument('--private', action='store_true', help='with --push_to_hub: create the repository private')
@@ -80,6 +104,7 @@ def main(argv=None):
     if stale:
         raise UserError(f"{results_path} cannot describe the exported model: {stale}; "
                         f"run run_full_evaluation.py --out_dir {args.out_dir} again")
+    checks = check_slice(tok, args.out_dir)
 
     def write(directory):
         if is_backpack(model):
@@ -87,9 +112,12 @@ def main(argv=None):
         else:
             write_gpt2(model, tok, directory)
         write_tokenizer(tok, model.config.block_size, directory)
+        copy_own_tokenizer(tok, directory)
         shutil.copy(results_path, directory / 'evaluation_results.json')
         (directory / 'README.md').write_text(model_card(model, ckpt, tok, results, args.push_to_hub or args.hf_dir),
                                              encoding='utf-8')
+        release = release_record(ckpt, results, directory, checks)
+        (directory / RELEASE).write_text(json_text(release) + '\n', encoding='utf-8')
 
     write_directory(hf_dir, write)
     print(f"wrote {hf_dir}: {ckpt['model_type']} from {results['model']['checkpoint']['file']} "
@@ -186,6 +214,58 @@ def write_tokenizer(tok, block_size, directory):
               'clean_up_tokenization_spaces': False}
     (directory / 'tokenizer_config.json').write_text(json.dumps(config, indent=2, ensure_ascii=False) + '\n')
     (directory / 'special_tokens_map.json').write_text(json.dumps(special, indent=2, ensure_ascii=False) + '\n')
+
+
+def copy_own_tokenizer(tok, directory):
+    """The out_dir's meta.json and the tokenizer files it names (tokenizer/tokenizer.json, vocab_map.npy), at
+    the same relative paths: what tokenizer.load_tokenizer reads, so that our code loads the export alone.
+    meta.json's source folder (the one machine path it holds) is named relative to the repository, as results
+    name their inputs: an export is committed and published. The tokenizer's record (evaluate.tokenizer_record,
+    which --data_dir is checked against) does not depend on it."""
+    clash = set(tokenizer_files(tok.meta)) & set(HF_TOKENIZER_FILES)
+    if clash:  # (prepare.py writes tokenizer/tokenizer.json: never the case)
+        raise AssertionError(f"our tokenizer files {sorted(clash)} would overwrite the Hugging Face ones")
+    copy_tokenizer(tok.data_dir, directory)
+    meta = json.loads((directory / 'meta.json').read_text(encoding='utf-8'))
+    src_dir = meta.get('source', {}).get('src_dir')
+    if src_dir and os.path.isabs(src_dir):
+        meta['source']['src_dir'] = portable_path(src_dir)
+        (directory / 'meta.json').write_text(json_text(meta) + '\n', encoding='utf-8')
+
+
+# ----------------------------------------------------------------------------------------------------
+# release.json
+
+def check_slice(tok, out_dir, n=CHECK_DOCUMENTS):
+    """{'documents': n, 'val_en': {'ids', 'text', 'bytes'}, 'val_fr': ...}: the first n documents
+    `<lang> text EOS` of out_dir's val_{lang}.bin (experiments/perplexity.py read_documents), their text (the
+    decoding of the ids between tag and EOS: the raw sentence, for a byte-level BPE; prepare.py keeps no val
+    text file) and its UTF-8 bytes. The results' per-document NLLs (perplexity val_{lang}.doc_nll) of these
+    documents, summed over these bytes, are what a copy of the export must reproduce."""
+    out = {'documents': n}
+    for lang in ('en', 'fr'):
+        path = Path(out_dir) / f'val_{lang}.bin'
+        if not path.is_file():
+            raise MissingFileError(f"{path} not found: the check slice of release.json is read from it (train.py "
+                                   f"copies it from the data dir; copy it from there, e.g. data/<name>/val_{lang}.bin)")
+        docs = read_documents(path, tok, lang)[:n]
+        texts = [tok.backend.decode(d[1:-1].tolist(), skip_special_tokens=False) for d in docs]
+        out[f'val_{lang}'] = {'ids': [d.tolist() for d in docs], 'text': texts,
+                              'bytes': [len(t.encode('utf-8')) for t in texts]}
+    return out
+
+
+def release_record(ckpt, results, directory, checks):
+    """release.json: what the export in `directory` is and what it must reproduce (module docstring). The
+    training settings are left out (they hold machine paths; training_log.json has them)."""
+    weights = sorted(p.name for p in directory.iterdir() if p.suffix == '.safetensors')
+    return {'written_by': 'export_hf.py', 'run': results['model'].get('run'), 'model_type': ckpt['model_type'],
+            'iter_num': ckpt['iter_num'], 'val_loss': ckpt.get('val_loss', ckpt.get('best_val_loss')),
+            'model_args': ckpt['model_args'], 'source_checkpoint': results['model']['checkpoint'],
+            'weights': {name: evaluate.sha256_file(directory / name) for name in weights},
+            'evaluation_results': {'file': 'evaluation_results.json',
+                                   'sha256': evaluate.sha256_file(directory / 'evaluation_results.json')},
+            'check_slice': checks}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -308,10 +388,16 @@ def model_card(model, ckpt, tok, results, name):
     lines += ['', 'What each number is:', '']
     lines += [f"- **{prefix}**: {text}." for prefix, text in DEFINITIONS.items()
               if any(metric.startswith(prefix + ' ') for metric in headline)]
+    own = [f"`{meta['tokenizer'][key]}`" for key in ('file', 'vocab_map') if meta['tokenizer'].get(key)]
     lines += ['', '## Files', '',
               '`config.json`, `model.safetensors`' + ('' if backpack else ', `generation_config.json`')
               + ', `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`, `evaluation_results.json`, '
-              'this `README.md`.', '']
+              'this `README.md`; for the training repository\'s own code, `meta.json` (the data\'s description) and '
+              f"{', '.join(own)} (its tokenizer); `release.json`: the checkpoint this was exported from, the sha256 "
+              "of the weights and of `evaluation_results.json`, and a check slice (the first validation documents' "
+              "ids and text) whose per-document NLLs the results hold. In the training repository, "
+              "`python run_full_evaluation.py --out_dir <this directory> --data_dir <its prepared data> "
+              "--results_dir <new directory>` evaluates it again.", '']
     return '\n'.join(lines)
 
 
@@ -330,8 +416,9 @@ def write_directory(hf_dir, write):
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
-        for path in tmp.iterdir():  # safetensors writes its files 0600: give every file the usual mode
-            os.chmod(path, 0o666 & ~umask)
+        for path in tmp.rglob('*'):  # safetensors writes its files 0600: give every file the usual mode
+            if path.is_file():
+                os.chmod(path, 0o666 & ~umask)
         if hf_dir.exists():
             os.replace(hf_dir, old)
         os.replace(tmp, hf_dir)

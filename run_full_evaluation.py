@@ -11,6 +11,19 @@ alpha_en.png / alpha_fr.png (the contextualization weights over an English and a
 The sense interventions of experiments/interventions.py (gender bias, topic control, false friends; for a
 Transformer, their baselines) run too, into 'interventions' and a report section (--interventions none: skip).
 Check the results with verify_evaluation.py.
+
+A released model (an export of export_hf.py, e.g. results/cpu_reference/S/backpack_seed0/hf) is evaluated
+again, with the same numbers as its committed evaluation (same weights, same data), by
+
+    python run_full_evaluation.py --out_dir results/cpu_reference/S/backpack_seed0/hf \
+        --data_dir data/europarl_bpe8k --results_dir out/reeval/backpack_seed0
+
+--data_dir is the prepared data dir whose held-out files are read (default: --out_dir, where train.py copies
+them; an export holds none), checked to have the model's tokenizer; --results_dir is where the results,
+report, sense labels and figures go (default: --out_dir; an export's files are the release, so there it
+must be given), with a copy of the model's meta.json and tokenizer files, so that
+`verify_evaluation.py --out_dir <results_dir> --committed` checks them. The loss curve is drawn when
+--out_dir has its training_log.json.
 """
 import system  # noqa: F401  (first: the OpenMP setting torch reads when it loads)
 import os
@@ -20,22 +33,26 @@ import time
 
 import torch
 
+import checkpoint
 import evaluate
 from checkpoint import OutDirLock, save_json
-from errors import run_main
+from errors import UserError, run_main
 from experiments import eval_data, interventions, plots
+from tokenizer import copy_tokenizer
 
 HEATMAP_WORDS = {'en': 'parliament', 'fr': 'droit'}
 
 
-def figures(model, tok, results, out_dir, device):
-    """The PNGs of the report; returns their file names."""
+def figures(model, tok, results, out_dir, device, results_dir=None):
+    """The PNGs of the report, written into results_dir (default out_dir), the test sentences read from the data
+    dir (tok.data_dir), the training log from out_dir; returns their file names."""
     made = []
     log_path = os.path.join(out_dir, 'training_log.json')
+    where = results_dir or out_dir
     if os.path.isfile(log_path):
         with open(log_path) as f:
             plots.plot_loss_curves({results['model']['model_type']: json.load(f)},
-                                   os.path.join(out_dir, 'loss_curve.png'))
+                                   os.path.join(where, 'loss_curve.png'))
         made.append('loss_curve.png')
     if 'senses' not in results:
         return made
@@ -49,16 +66,16 @@ def figures(model, tok, results, out_dir, device):
         tokens = [[t['token'] for t in s['top']] for s in entry['senses']]
         scores = [[t['score'] for t in s['top']] for s in entry['senses']]
         name = f'senses_{word}.png'
-        plots.plot_sense_top_words(word, tokens, scores, labels, os.path.join(out_dir, name))
+        plots.plot_sense_top_words(word, tokens, scores, labels, os.path.join(where, name))
         made.append(name)
     for lang in ('en', 'fr'):
-        with open(os.path.join(out_dir, f'test.{lang}'), encoding='utf-8') as f:
+        with open(os.path.join(tok.data_dir, f'test.{lang}'), encoding='utf-8') as f:
             sentence = next(line.strip() for line in f if 6 <= len(line.split()) <= 14)
         ids = ([tok.lang_id(lang)] + tok.encode(sentence))[:model.config.block_size]  # a short context crops it
         with torch.no_grad():
             alpha = model.contextualization(torch.tensor([ids], device=device))[0].float().cpu().numpy()
         name = f'alpha_{lang}.png'
-        plots.plot_contextualization(alpha, [tok.token_str(i) for i in ids], os.path.join(out_dir, name),
+        plots.plot_contextualization(alpha, [tok.token_str(i) for i in ids], os.path.join(where, name),
                                      f'contextualization weights α over a {lang.upper()} test sentence')
         made.append(name)
     return made
@@ -67,9 +84,11 @@ def figures(model, tok, results, out_dir, device):
 def report(results, pngs):
     """evaluation_report.md: the headline table, translation examples, sense labels, figures."""
     model = results['model']
+    weights = f"; weights read from `{model['model_dir'] or 'outside the repository'}`" if 'model_dir' in model else ''
     lines = [f"# Evaluation of {model['run']} ({model['model_type']}, iteration {model['iter_num']})", '',
-             f"out_dir `{model['out_dir'] or 'outside the repository'}`; checkpoint {model['checkpoint']['file']} sha256 "
-             f"{model['checkpoint']['sha256'][:12]}", '', evaluate.summary_table(results), '',
+             f"out_dir `{model['out_dir'] or 'outside the repository'}`{weights}; checkpoint "
+             f"{model['checkpoint']['file']} sha256 {model['checkpoint']['sha256'][:12]}", '',
+             evaluate.summary_table(results), '',
              '| section | seconds |', '|---|---:|', *[f'| {name} | {secs:.1f} |' for name, secs in results['timing_s'].items()],
              f"| total | {sum(results['timing_s'].values()):.1f} |", '']
     for direction, r in results.get('translation', {}).items():
@@ -92,7 +111,13 @@ def report(results, pngs):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--out_dir', required=True)
+    p.add_argument('--out_dir', required=True, help='training output dir (best.pt or ckpt.pt), or an export of '
+                                                    'export_hf.py')
+    p.add_argument('--data_dir', help='the prepared data dir whose held-out files are evaluated (default: --out_dir, '
+                                      'where train.py copies them; an export holds none: pass the data dir it was '
+                                      'trained on, e.g. data/europarl_bpe8k)')
+    p.add_argument('--results_dir', help='where evaluation_results.json, evaluation_report.md, sense_labels.json and '
+                                         'the figures are written (default: --out_dir; required for an export)')
     p.add_argument('--device', default='cpu')
     p.add_argument('--translation_samples', type=int, default=200, help='test pairs per direction (0 = all)')
     p.add_argument('--beam_size', type=int, default=1)
@@ -101,31 +126,57 @@ def main(argv=None):
                    help='the sense interventions to run (experiments/interventions.py, default settings)')
     args = p.parse_args(argv)
     args.device = evaluate.check_arguments(args)
-    with OutDirLock(args.out_dir, 'run_full_evaluation.py'):  # two at once would overwrite each other's report
-        evaluate_into_out_dir(args)
+    args.data_dir = args.data_dir or args.out_dir
+    args.results_dir = args.results_dir or args.out_dir
+    check_results_dir(args)
+    which = {'all': interventions.EXPERIMENTS, 'none': ()}.get(args.interventions, (args.interventions,))
+    evaluate.check_data_dir(args.data_dir, evaluate.EVALUATIONS,
+                            [f for name in which for f in INTERVENTION_DATA.get(name, ())])
+    os.makedirs(args.results_dir, exist_ok=True)
+    with OutDirLock(args.results_dir, 'run_full_evaluation.py'):  # two at once would overwrite each other's report
+        evaluate_into_out_dir(args, which)
 
 
-def evaluate_into_out_dir(args):
-    """Every evaluation of args.out_dir's model, its results, report and figures written there."""
+# what the interventions read from the data dir: val documents (the cost of an edit), training words
+INTERVENTION_DATA = {'gender': ('val_en.bin', 'val_fr.bin'), 'false_friends': ('words.json',)}
+
+
+def check_results_dir(args):
+    """--results_dir is a directory (or will be), and not the export being evaluated: an export's files are
+    the release (its evaluation_results.json is the one release.json records), never overwritten."""
+    if os.path.exists(args.results_dir) and not os.path.isdir(args.results_dir):
+        raise UserError(f"--results_dir {args.results_dir} is a file, not a directory")
+    if checkpoint.is_export(args.out_dir) and os.path.realpath(args.results_dir) == os.path.realpath(args.out_dir):
+        raise UserError(f"--out_dir {args.out_dir} is an export of export_hf.py, whose files are the release: pass "
+                        f"--results_dir DIR for the results of this evaluation (and --data_dir, the data it was "
+                        f"trained on)")
+
+
+def evaluate_into_out_dir(args, which):
+    """Every evaluation of args.out_dir's model (the interventions `which`) on the held-out files of
+    args.data_dir; its results, report and figures written into args.results_dir."""
     model, _ = evaluate.load_model(args.out_dir, args.device)
-    tok = evaluate.load_tokenizer(args.out_dir)
+    tok = evaluate.load_tokenizer(args.out_dir, args.data_dir)
     results = evaluate.run_evaluations(model, tok, args.device, translation_samples=args.translation_samples or None,
                                        beam_size=args.beam_size, sentence_pairs=args.sentence_pairs,
-                                       out_dir=args.out_dir)
-    which = {'all': interventions.EXPERIMENTS, 'none': ()}.get(args.interventions, (args.interventions,))
+                                       out_dir=args.results_dir)
     if which:
         t0 = time.time()
         results['interventions'] = interventions.run_interventions(model, tok, args.device, which)
         results['settings']['interventions'] = list(which)
         results['timing_s']['interventions'] = round(time.time() - t0, 2)
         print(f"evaluated interventions in {results['timing_s']['interventions']:.1f} s", flush=True)
-        results['inputs'] = {**results['inputs'], **eval_data.record_inputs(results['interventions'], args.out_dir)}
-    pngs = figures(model, tok, results, args.out_dir, args.device)
-    save_json(evaluate.to_json(results), os.path.join(args.out_dir, 'evaluation_results.json'))
-    with open(os.path.join(args.out_dir, 'evaluation_report.md'), 'w', encoding='utf-8') as f:
+        results['inputs'] = {**results['inputs'],
+                             **eval_data.record_inputs(results['interventions'], args.results_dir)}
+    pngs = figures(model, tok, results, args.out_dir, args.device, args.results_dir)
+    if os.path.realpath(args.results_dir) != os.path.realpath(args.out_dir):
+        # the tokenizer beside the results, so that verify_evaluation.py --committed checks them there
+        copy_tokenizer(args.out_dir, args.results_dir)
+    save_json(evaluate.to_json(results), os.path.join(args.results_dir, 'evaluation_results.json'))
+    with open(os.path.join(args.results_dir, 'evaluation_report.md'), 'w', encoding='utf-8') as f:
         f.write(report(results, pngs))
     print(evaluate.summary_table(results))
-    print(f"wrote evaluation_results.json, evaluation_report.md and {len(pngs)} figures to {args.out_dir}")
+    print(f"wrote evaluation_results.json, evaluation_report.md and {len(pngs)} figures to {args.results_dir}")
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ as ids here, and the saved tokenizer.json has no added tokens, so a literal "<en
 sentence stays ordinary text.
 """
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,22 @@ def load_tokenizer(data_dir):
     if meta["tokenizer"]["vocab_map"]:
         vocab_map = np.load(data_dir / meta["tokenizer"]["vocab_map"])
     return Tokenizer(meta, backend, vocab_map, data_dir)
+
+
+def tokenizer_files(meta):
+    """The files load_tokenizer reads, relative to the directory: meta.json, the tokenizer file it names
+    (tokenizer/tokenizer.json) and, for a compacted vocabulary, vocab_map.npy."""
+    info = meta["tokenizer"]
+    return ["meta.json"] + [info[key] for key in ("file", "vocab_map") if info.get(key)]
+
+
+def copy_tokenizer(src_dir, dst_dir):
+    """Copy the tokenizer_files of src_dir into dst_dir, at the same relative paths, so that load_tokenizer(dst_dir)
+    gives src_dir's tokenizer (an export of export_hf.py, a re-evaluation's results directory)."""
+    src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+    for name in tokenizer_files(json.loads((src_dir / "meta.json").read_text(encoding="utf-8"))):
+        (dst_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src_dir / name, dst_dir / name)
 
 
 def encode_texts(backend, texts):

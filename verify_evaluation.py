@@ -2,7 +2,7 @@
 Check the results that run_full_evaluation.py wrote into out_dir before they are reported:
 
     python verify_evaluation.py --out_dir out/tiny_backpack
-    python verify_evaluation.py --out_dir results/cpu_reference/backpack --committed
+    python verify_evaluation.py --out_dir results/cpu_reference/first/backpack --committed
 
 The checks that count RECOMPUTE every headline from the per-item outputs the results store, and fail,
 naming the field, when a recorded number differs from its recomputation:
@@ -14,7 +14,8 @@ naming the field, when a recorded number differs from its recomputation:
   - BLI: every P@1 and P@5 (whole dictionary, and on the non-identical queries) from the per-query hits,
     each interval; the queries and the non-identical subset re-derived from the dictionary file;
   - retrieval: every P@1 from the stored per-query ranks (or hits), each interval;
-  - perplexity: ppl, nll and bits per byte from the stored NLL sums, token and byte counts;
+  - perplexity: the NLL sum from the stored per-document NLLs (doc_nll; older results store the sum alone), and
+    ppl, nll and bits per byte from it and the token and byte counts;
   - senses: the language-filtered sense lists against the tokenizer's language masks;
   - inputs: every file the results name is named relative to the repository or to the out_dir (an absolute
     path fails), and each one found here has the sha256 the results recorded; the references stored
@@ -24,8 +25,10 @@ its value, "the chosen edit is the best of its grid") still run, counted apart a
 
 The results must come from the checkpoint out_dir holds now (recorded by sha256): a checkpoint replaced
 since is an error (one line; rerun run_full_evaluation.py). With --committed (results kept in the
-repository without their weights, e.g. results/cpu_reference/backpack) that one comparison is left out
-and said so; every other check runs, on the files found from the repository. Each translation_<name>.json
+repository without their weights, e.g. results/cpu_reference/first/backpack) that one comparison is left out
+and said so; every other check runs, on the files found from the repository. An export of the weights beside
+them (out_dir/hf with its release.json, export_hf.py) is checked to be of the checkpoint they name: its weight
+files' sha256, its source checkpoint, its copy of evaluation_results.json. Each translation_<name>.json
 beside the results (evaluate.py --translation --output) is checked the same way. `--interventions_file F`
 checks F, the output of experiments/interventions.py for out_dir, alone.
 
@@ -47,6 +50,7 @@ import sys
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
+import checkpoint
 import evaluate
 from errors import DataError, UserError, run_main
 from experiments import eval_data, lexical, metrics
@@ -114,7 +118,7 @@ class Checks:
 
 
 PER_ITEM = ('hypotheses', 'sources', 'references', 'hits_x2y', 'hits_y2x', 'rank_x2y', 'rank_y2x', 'hits@1', 'hits@5',
-            'cosines', 'gold', 'pairs', 'queries', 'non_identical', 'generations')
+            'cosines', 'gold', 'pairs', 'queries', 'non_identical', 'generations', 'doc_nll')
 
 
 def numbers(obj, path=''):
@@ -156,6 +160,7 @@ def verify(out_dir, committed=False):
               f"{'; '.join(m['removed'])}")
     try:
         c = run_checks(results, out_dir, path)
+        check_release(c, results, out_dir, path)
         for file, r in extra.items():
             where = os.path.basename(file)
             check_inputs(c, r, out_dir, where)
@@ -166,6 +171,40 @@ def verify(out_dir, committed=False):
         raise DataError(f"{path} is malformed ({type(e).__name__}: {e}): rerun run_full_evaluation.py "
                         f"--out_dir {out_dir}") from None
     return c, lines, comparisons
+
+
+RELEASE_DIR = 'hf'  # where a run's evidence keeps the export of its weights (export_hf.py --hf_dir <evidence>/hf)
+
+
+def check_release(c, results, out_dir, path):
+    """When out_dir has an export with a release.json (out_dir/hf, export_hf.py), it must be the model these
+    results describe: each weight file has the sha256 release.json records, release.json's source checkpoint
+    is the results' model.checkpoint (file and sha256), and the evaluation_results.json the export carries,
+    and the one release.json records, are the results file itself (same sha256). Each mismatch fails, naming
+    the file."""
+    hf = os.path.join(out_dir, RELEASE_DIR)
+    release_path = os.path.join(hf, checkpoint.RELEASE)
+    if not os.path.isfile(release_path):
+        return
+    release = checkpoint.read_release(hf)
+    print(f"note: {hf}: the export of {release['source_checkpoint']['file']} is checked against these results "
+          f"({checkpoint.RELEASE})")
+    for name, sha in release['weights'].items():
+        local = os.path.join(hf, name)
+        actual = eval_data.sha256_file(local) if os.path.isfile(local) else None
+        c.check(actual == sha, f"{local}: " + (f"sha256 {actual[:12]}, release.json records {sha[:12]}: not the "
+                                               f"weights released" if actual else "missing (release.json lists it)"))
+    source, recorded = release['source_checkpoint'], results['model'].get('checkpoint') or {}
+    c.check((source['file'], source['sha256']) == (recorded.get('file'), recorded.get('sha256')),
+            f"{release_path}: exported from {source['file']} sha256 {source['sha256'][:12]}, but {path} was computed "
+            f"from {recorded.get('file')} sha256 {str(recorded.get('sha256'))[:12]}")
+    committed = eval_data.sha256_file(path)
+    copy = os.path.join(hf, 'evaluation_results.json')
+    c.check(os.path.isfile(copy) and eval_data.sha256_file(copy) == committed,
+            f"{copy}: not the same file as {path} (sha256 differs, or missing)")
+    c.check(release['evaluation_results']['sha256'] == committed,
+            f"{release_path}: records evaluation_results.json sha256 {release['evaluation_results']['sha256'][:12]}, "
+            f"{path} has {committed[:12]}")
 
 
 def absolute_paths(obj, where=''):
@@ -248,13 +287,20 @@ def check_translation(c, results, out_dir, where='translation'):
 
 
 def check_perplexity(c, results, tok):
-    """ppl = exp(sum_nll / tokens), nll = sum_nll / tokens, bpb = sum_nll / (bytes ln 2), per split; the document
-    count is meta.json's."""
+    """sum_nll = the sum of the stored per-document NLLs (doc_nll, one per document; results written before
+    they were kept have the sum alone, which is then taken as stored), and from it ppl = exp(sum_nll / tokens),
+    nll = sum_nll / tokens, bpb = sum_nll / (bytes ln 2), per split; the document count is meta.json's."""
     for key, r in results.get('perplexity', {}).items():
         at = f'perplexity.{key}'
-        c.same(r['nll'], r['sum_nll'] / r['tokens'], f'{at}.nll')
-        c.same(r['ppl'], metrics.ppl(r['sum_nll'], r['tokens']), f'{at}.ppl')
-        c.same(r['bpb'], metrics.bits_per_byte(r['sum_nll'], r['bytes']), f'{at}.bpb')
+        sum_nll = r['sum_nll']
+        if r.get('doc_nll') is not None:
+            c.check(len(r['doc_nll']) == r['documents'], f"{at}.doc_nll: {len(r['doc_nll'])} values for "
+                                                         f"{r['documents']} documents")
+            sum_nll = math.fsum(r['doc_nll'])
+            c.same(r['sum_nll'], sum_nll, f'{at}.sum_nll')
+        c.same(r['nll'], sum_nll / r['tokens'], f'{at}.nll')
+        c.same(r['ppl'], metrics.ppl(sum_nll, r['tokens']), f'{at}.ppl')
+        c.same(r['bpb'], metrics.bits_per_byte(sum_nll, r['bytes']), f'{at}.bpb')
         c.in_range(r['ppl'], 1, float('inf'), f'{at}.ppl')
         expected = tok.meta['splits'][key]['sentences']
         c.check(r['documents'] == expected, f'{at}: {r["documents"]} documents, meta.json has {expected}')
@@ -666,7 +712,7 @@ def main(argv=None):
     p.add_argument('--strict', action='store_true',
                    help='also exit 1 when a result is not above its baseline (the sanity checks passing is not enough)')
     p.add_argument('--committed', action='store_true',
-                   help='results kept without their checkpoint (e.g. results/cpu_reference/backpack): every check '
+                   help='results kept without their checkpoint (e.g. results/cpu_reference/first/backpack): every check '
                         'but the one that compares the checkpoint')
     args = p.parse_args(argv)
     if args.interventions_file:

@@ -7,6 +7,9 @@ The whole reference (size S with 3 training seeds, size M with 1; bfloat16 and t
 
     python experiments/cpu_reference.py --data_dir data/europarl_bpe8k --sizes S M --seeds 0 1 2 --size_seeds M=0
 
+It can be run in pieces (the plan first, for all sizes and seeds at once, then e.g. `--sizes S --seeds 1`): every
+step keeps what is done, and collect gathers every planned run that has been evaluated.
+
 Equal compute that does not depend on the host's load: one speed probe per distinct model shape, all taken
 together in the plan step before any training, turns each size's budget in probe-minutes (--budget, default S=30
 M=60) into iterations (max_iters = lr_decay_iters, cpu_sweep's rule); the runs then go by iterations only, however
@@ -29,10 +32,15 @@ command after an interruption continues where it stopped:
             each --test_sets set (greedy and beam 4) into WORK/<size>/<run>/translation_<set>_beam<b>.json.
   compare   compare_models.py per size and seed: Backpack vs twin (WORK/<size>/comparison_seed<s>), Backpack vs
             wide (WORK/<size>/comparison_wide_seed<s>).
-  collect   results/cpu_reference/<size>/<model>_seed<s>/: each run's results, report, logs, PNGs and translation
-            files (with the test sentences, meta.json and tokenizer that `verify_evaluation.py --committed`
-            reads); results/cpu_reference/<size>/comparison[_wide]_seed<s>/; plan.json and run.json (every command
-            with its wall-clock, each run's training wall-clock, the machine, the git revision).
+  collect   results/cpu_reference/<size>/<model>_seed<s>/ for every planned run evaluated so far: its results,
+            report, training log, translation files, the PNGs (alpha and senses for seed 0 only) and the test
+            sentences, meta.json and tokenizer that `verify_evaluation.py --committed` reads (kept once in
+            results/cpu_reference/shared/, linked from each run); results/cpu_reference/<size>/
+            comparison[_wide]_seed<s>/; plan.json and run.json (every command with its wall-clock and git
+            revision, each run's training wall-clock, the machine, the runs still pending). Paths under the
+            checkout the runs were made in are written relative to it. Then experiments/seed_statistics.py
+            over the seeds collected so far: <size>/seeds.{json,md} (means over seeds with intervals holding
+            the seeds' variance, paired Backpack − twin and − wide differences) and seeds.md (size M beside S).
 
 Runs go one after another: each gets the whole machine.
 """
@@ -62,6 +70,12 @@ EXTRA_BEAM = 4
 # reads to check it (the held-out test sentences, meta.json, the tokenizer)
 EVIDENCE = ('evaluation_results.json', 'evaluation_report.md', 'training_log.json', 'sense_labels.json', '*.png',
             'translation_*.json', 'meta.json', 'test.en', 'test.fr', 'tokenizer')
+SHARED = ('meta.json', 'test.en', 'test.fr', 'tokenizer')  # the data's: alike in every run, kept once
+TEXT_EVIDENCE = ('.json', '.md')  # rewritten with paths relative to the runs' checkout
+FIGURE_SEED = 0  # the figures of one seed are enough to look at; every seed's numbers are kept
+ALL_SEEDS_FIGURES = ('loss_curve.png',)
+FULL_COMMAND = ('python experiments/cpu_reference.py --data_dir data/europarl_bpe8k --sizes S M --seeds 0 1 2 '
+                '--size_seeds M=0')
 PLAN_NOTE = ("Each run trains max_iters = lr_decay_iters iterations, whatever the host's load: the iterations its "
              "size's budget buys at the speed probed for its shape (one probe per shape, all in the plan step; "
              "cpu_sweep.fitted_iters keeps 10% for the evaluations). probe_minutes = the budget; "
@@ -187,6 +201,18 @@ def finished(out_dir, max_iters):
     return reached >= max_iters
 
 
+def plan_entry(config, vocab_size, settings, ms, budget):
+    """plan.json's entry of a model: the iterations its probed speed (ms per iteration) buys in `budget`
+    probe-minutes, and what they amount to in parameters and training FLOPs."""
+    iters = fitted_iters(ms, budget)
+    per_token, tokens_per_iter, flops = training_flops(config, vocab_size, settings, iters)
+    return {'settings': settings, 'probe_ms_per_iter': ms, 'max_iters': iters, 'eval_interval': max(1, iters // 5),
+            'params': params_of(config, vocab_size, settings['model_type'],
+                                **{k: v for k, v in settings.items() if k != 'model_type'}),
+            'probe_minutes': budget, 'planned_probe_minutes': round(iters * ms / 60_000, 2),
+            'flops_per_token': per_token, 'tokens_per_iter': tokens_per_iter, 'train_flops': flops}
+
+
 def read_plan(path):
     if not path.is_file():
         return {'note': PLAN_NOTE, 'sizes': {}, 'seeds': {}}
@@ -233,18 +259,10 @@ def plan(args):
                 probed[shape] = round(probe_ms_per_iter(
                     f'{size} {model}', probe_args, args.work_dir / 'probe' / f'{size}-{model}',
                     args.work_dir / size / f'{model}.probe.log', args.probe_iters), 1)
-            ms = probed[shape]
-            iters = fitted_iters(ms, budget)
-            per_token, tokens_per_iter, flops = training_flops(config, vocab_size, settings, iters)
-            entry = {'settings': settings, 'probe_ms_per_iter': ms, 'max_iters': iters,
-                     'eval_interval': max(1, iters // 5),
-                     'params': params_of(config, vocab_size, settings['model_type'],
-                                         **{k: v for k, v in settings.items() if k != 'model_type'}),
-                     'probe_minutes': budget, 'planned_probe_minutes': round(iters * ms / 60_000, 2),
-                     'flops_per_token': per_token, 'tokens_per_iter': tokens_per_iter, 'train_flops': flops}
-            sized['models'][model] = entry
-            print(f"[plan] {size} {model}: {ms:.0f} ms/iter -> {iters} iterations ({budget:g} probe-minutes, "
-                  f"{flops:.3e} FLOPs), {entry['params']:,} parameters (the Backpack has {target:,})", flush=True)
+            entry = sized['models'][model] = plan_entry(config, vocab_size, settings, probed[shape], budget)
+            print(f"[plan] {size} {model}: {entry['probe_ms_per_iter']:.0f} ms/iter -> {entry['max_iters']} iterations "
+                  f"({budget:g} probe-minutes, {entry['train_flops']:.3e} FLOPs), {entry['params']:,} parameters "
+                  f"(the Backpack has {target:,})", flush=True)
             path.write_text(json.dumps(plan, indent=1))
     for size in args.sizes:
         plan['seeds'][size] = sorted(set(plan['seeds'].get(size, [])) | set(args.seeds_of[size]))
@@ -308,39 +326,117 @@ def compare(args, run):
                         args.work_dir / size / 'compare.log')
 
 
+def run_root(work_dir):
+    """The checkout the runs were made in (the git work tree holding work_dir, else this repository): the
+    paths the runs wrote under it are written relative to it in the collected evidence."""
+    top = subprocess.run(['git', 'rev-parse', '--show-toplevel'], cwd=work_dir, capture_output=True, text=True)
+    return Path(top.stdout.strip()).resolve() if top.returncode == 0 else REPO
+
+
+def portable_text(text, root):
+    """`text` with every absolute path under the runs' checkout `root`, or beside it (its ../shared), written
+    relative to it: train.py's config records its out_dir as given (cpu_reference gives absolute ones), and
+    meta.json the source folder prepare.py read."""
+    return text.replace(f'{root}/', '').replace(f'{root.parent}/', '../')
+
+
+def portable_copy(file, dest, root):
+    """Copy one evidence file, a text file (TEXT_EVIDENCE) with portable_text."""
+    if file.suffix in TEXT_EVIDENCE:
+        dest.write_text(portable_text(file.read_text(encoding='utf-8'), root), encoding='utf-8')
+    else:
+        shutil.copy(file, dest)
+
+
+def tree_sha256(path):
+    """sha256 of a folder's files: their relative names and contents."""
+    import hashlib
+    from experiments.eval_data import sha256_file
+    files = [(p.relative_to(path).as_posix(), sha256_file(p)) for p in sorted(path.rglob('*')) if p.is_file()]
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()
+
+
+def share(item, dest, shared, root):
+    """The data files every run of the reference copies alike (SHARED) are kept once, in `shared`; the run's
+    folder gets a relative symlink to that copy, which verify_evaluation.py --committed reads through like the
+    file itself. A run whose copy differs (another data dir) keeps its own."""
+    kept, link = shared / item.name, dest / item.name
+    copy = (lambda src, dst: shutil.copytree(src, dst, dirs_exist_ok=True)) if item.is_dir() else \
+        (lambda src, dst: portable_copy(src, dst, root))
+    if not kept.exists():
+        shared.mkdir(parents=True, exist_ok=True)
+        copy(item, kept)
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    same = (tree_sha256(kept) == tree_sha256(item) if item.is_dir() else
+            kept.read_bytes() == (portable_text(item.read_text(encoding='utf-8'), root).encode()
+                                  if item.suffix in TEXT_EVIDENCE else item.read_bytes()))
+    if same:
+        link.symlink_to(os.path.relpath(kept, dest), target_is_directory=item.is_dir())
+    else:
+        copy(item, link)
+
+
 def collect(args):
-    target = args.results
+    """Copy every planned run that has been evaluated (all seeds plan.json names, whichever command trained
+    them) into the results; those not evaluated yet are listed in run.json as pending."""
+    target, root = args.results, run_root(args.work_dir)
     target.mkdir(parents=True, exist_ok=True)
-    for size, model, seed, out_dir in runs(args):
-        dest = target / run_name(size, model, seed)
-        dest.mkdir(parents=True, exist_ok=True)
-        for pattern in EVIDENCE:
-            for file in out_dir.glob(pattern):
-                if file.is_dir():
-                    shutil.copytree(file, dest / file.name, dirs_exist_ok=True)
-                else:
-                    shutil.copy(file, dest / file.name)
-    for size in args.sizes:
-        for seed in args.seeds_of[size]:
+    plan = read_plan(args.work_dir / 'plan.json')
+    collected, pending = [], []
+    for size, seeds in plan['seeds'].items():
+        for seed in seeds:
+            for model in plan['sizes'][size]['models']:
+                out_dir = args.work_dir / run_name(size, model, seed)
+                if not (out_dir / 'evaluation_results.json').is_file():
+                    pending.append(run_name(size, model, seed))
+                    continue
+                collected.append(run_name(size, model, seed))
+                dest = target / run_name(size, model, seed)
+                dest.mkdir(parents=True, exist_ok=True)
+                for pattern in EVIDENCE:
+                    for file in sorted(out_dir.glob(pattern)):
+                        if file.name in SHARED:
+                            share(file, dest, target / 'shared', root)
+                        elif file.suffix == '.png' and seed != FIGURE_SEED and file.name not in ALL_SEEDS_FIGURES:
+                            continue
+                        elif file.is_dir():
+                            shutil.copytree(file, dest / file.name, dirs_exist_ok=True)
+                        else:
+                            portable_copy(file, dest / file.name, root)
             for folder in (f'comparison_seed{seed}', f'comparison_wide_seed{seed}'):
-                if (args.work_dir / size / folder).is_dir():
-                    shutil.copytree(args.work_dir / size / folder, target / size / folder, dirs_exist_ok=True)
-    shutil.copy(args.work_dir / 'plan.json', target / 'plan.json')
-    revision = git_revision()
+                source = args.work_dir / size / folder
+                if source.is_dir():
+                    (target / size / folder).mkdir(parents=True, exist_ok=True)
+                    for file in sorted(source.iterdir()):
+                        portable_copy(file, target / size / folder / file.name, root)
+    portable_copy(args.work_dir / 'plan.json', target / 'plan.json', root)
     commands = json.loads((args.work_dir / 'commands.json').read_text())
-    run = {'command': 'python experiments/cpu_reference.py ' + ' '.join(sys.argv[1:]),
-           'budget_probe_minutes': {size: args.budget[size] for size in args.sizes},
-           'seeds': {size: args.seeds_of[size] for size in args.sizes},
+    run = {'command': FULL_COMMAND, 'collected_by': 'python experiments/cpu_reference.py ' + ' '.join(sys.argv[1:]),
+           'budget_probe_minutes': {size: sized['probe_minutes'] for size, sized in plan['sizes'].items()},
+           'seeds': plan['seeds'], 'collected': collected, 'pending': pending,
+           'figures': f"alpha and sense PNGs of seed {FIGURE_SEED} only (each run's report names them; the numbers "
+                      f"behind them are in every run's results)",
            'config': args.config, 'data_dir': str(args.data_dir),
-           'machine': system.machine('cpu'), 'git_revision': revision, 'commands': commands,
+           'machine': system.machine('cpu'), 'collected_at_revision': git_revision(),
+           'runs_made_at_revisions': sorted({c['git_revision'] for c in commands}), 'commands': commands,
            'wall_s': {step: round(sum(c['wall_s'] for c in commands if c['step'] == step), 1) for step in STEPS
                       if any(c['step'] == step for c in commands)},
            # each run's training wall-clock, all its segments: beside the iterations of plan.json
            'train_wall_s': {name: round(sum(c['wall_s'] for c in commands if c['step'] == 'train'
                                             and c['model'] == name), 1)
                             for name in dict.fromkeys(c['model'] for c in commands if c['step'] == 'train')}}
-    (target / 'run.json').write_text(json.dumps(run, indent=1) + '\n')
-    print(f"[collect] {target}", flush=True)
+    text = json.dumps(run, indent=1) + '\n'
+    (target / 'run.json').write_text(portable_text(text, root))
+    print(f"[collect] {target}: {len(collected)} runs" + (f", pending {', '.join(pending)}" if pending else ''),
+          flush=True)
+    if any('/backpack_seed' in name for name in collected):
+        from experiments import seed_statistics
+        for path, text in seed_statistics.outputs(target).items():  # the statistics over the seeds collected so far
+            path.write_text(text, encoding='utf-8')
+            print(f"[collect] {path.relative_to(target)}", flush=True)
 
 
 def test_set(text):

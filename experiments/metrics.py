@@ -582,10 +582,92 @@ def paired_bootstrap(stat_a, stat_b, n: int, n_resamples: int = 1000, seed: int 
     if n < 2:
         raise ValueError(f"a bootstrap needs at least 2 items, got {n}")
     diff = lambda idx: stat_a(idx) - stat_b(idx)  # noqa: E731
+    if hasattr(stat_a, "batch") and hasattr(stat_b, "batch"):  # a block of resamples at once, as _resampled does
+        diff.batch = lambda rows: np.asarray(stat_a.batch(rows)) - np.asarray(stat_b.batch(rows))
     values = _resampled(diff, n, n_resamples, seed)
     out = _interval(float(diff(np.arange(n))), values, level, n_resamples, seed, n)
     out["significant"] = bool(out["low"] > 0 or out["high"] < 0)
     return out
+
+
+def seed_bootstrap(stats, n: int, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """The mean over training seeds of a statistic, with an interval that holds both sources of chance: which
+    seeds were trained and which test items were drawn. stats[s](idx) is seed s's model scored on the items idx
+    (all seeds on the same n items). Each resample draws S seeds with replacement and n items with replacement
+    (one draw of items for all drawn seeds: they share the test set) and takes
+        mean over the drawn seeds s of stats[s](items);
+    the interval is the percentile interval of those values, as bootstrap_ci's. Beside it, the seeds alone:
+    the t-interval over the S per-seed values on all items, mean ± t(S−1, (1+level)/2) · sd / √S (it treats
+    the test set as fixed; NaN with one seed). Returns {'value' (mean of the per-seed values), 'low', 'high',
+    'per_seed', 't_low', 't_high', 'n_seeds', 'level', 'n_resamples', 'seed', 'n', 'n_nan'}."""
+    return seed_summary(*seed_resamples(stats, n, n_resamples, seed), level, n_resamples, seed, n)
+
+
+def seed_paired_bootstrap(stats_a, stats_b, n: int, n_resamples: int = 1000, seed: int = 0,
+                          level: float = 0.95) -> dict:
+    """seed_bootstrap of the difference a − b of two models trained with the same seeds (stats_a[s] and
+    stats_b[s] paired by seed, scored on the same n items, each resample drawing the same seeds and items for
+    both: the same draws as seed_resamples makes for each, so it is the difference of their resamples).
+    'significant' when the interval excludes 0; 'same_sign' counts the seeds whose own difference has the sign
+    of the mean difference."""
+    if len(stats_a) != len(stats_b):
+        raise ValueError(f"{len(stats_a)} seeds of one model and {len(stats_b)} of the other")
+    return seed_paired_summary(seed_resamples(stats_a, n, n_resamples, seed),
+                               seed_resamples(stats_b, n, n_resamples, seed), level, n_resamples, seed, n)
+
+
+def seed_resamples(stats, n, n_resamples=1000, seed=0):
+    """(per-seed values on all items, the n_resamples values of seed_bootstrap's draws). The draws depend only on
+    (number of seeds, n, n_resamples, seed): two models with as many seeds on the same items get the same draws."""
+    n_seeds = len(stats)
+    if n_seeds < 1 or n < 2:
+        raise ValueError(f"a seed bootstrap needs at least 1 seed and 2 items, got {n_seeds} and {n}")
+    scorers = [_scorer(st) for st in stats]
+    per_seed = np.array([score(np.arange(n)[None])[0] for score in scorers], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    # how often each seed is drawn in each resample; then the items of every resample
+    counts = np.stack([np.bincount(row, minlength=n_seeds)
+                       for row in rng.integers(0, n_seeds, size=(n_resamples, n_seeds))])
+    values = np.zeros(n_resamples)
+    block = max(1, min(n_resamples, 2_000_000 // n))
+    for start in range(0, n_resamples, block):
+        idx = rng.integers(0, n, size=(min(block, n_resamples - start), n))
+        block_values, block_counts = values[start:start + len(idx)], counts[start:start + len(idx)]  # views
+        for s, score in enumerate(scorers):
+            drawn = block_counts[:, s] > 0  # a seed not drawn adds nothing (and a NaN of it must not count)
+            if drawn.any():
+                block_values[drawn] += block_counts[drawn, s] * score(idx[drawn])
+        block_values /= n_seeds
+    return per_seed, values
+
+
+def seed_summary(per_seed, values, level, n_resamples, seed, n):
+    """seed_bootstrap's dict from seed_resamples' output."""
+    from scipy.stats import t as student_t
+    n_seeds = len(per_seed)
+    out = _interval(float(np.mean(per_seed)), np.asarray(values), level, n_resamples, seed, n)
+    if n_seeds > 1:
+        half = float(student_t.ppf((1 + level) / 2, n_seeds - 1) * np.std(per_seed, ddof=1) / math.sqrt(n_seeds))
+    else:
+        half = math.nan  # one seed: no estimate of the seeds' spread
+    return {**out, "per_seed": [float(v) for v in per_seed], "t_low": out["value"] - half,
+            "t_high": out["value"] + half, "n_seeds": n_seeds}
+
+
+def seed_paired_summary(resamples_a, resamples_b, level, n_resamples, seed, n):
+    """seed_paired_bootstrap's dict from the seed_resamples of the two models (made with the same draws)."""
+    (per_a, values_a), (per_b, values_b) = resamples_a, resamples_b
+    out = seed_summary(per_a - per_b, values_a - values_b, level, n_resamples, seed, n)
+    out["significant"] = bool(out["low"] > 0 or out["high"] < 0)
+    out["same_sign"] = int(sum(np.sign(v) == np.sign(out["value"]) for v in out["per_seed"]))
+    return out
+
+
+def _scorer(stat):
+    """rows of item indices -> the statistic of each row (stat.batch when it has one)."""
+    batch = getattr(stat, "batch", None)
+    return (lambda rows: np.asarray(batch(rows), dtype=np.float64)) if batch else \
+        (lambda rows: np.array([stat(row) for row in rows], dtype=np.float64))
 
 
 def _resampled(stat, n, n_resamples, seed):
@@ -656,10 +738,21 @@ def corpus_stat(metric, hyps: list[str], refs: list[str]):
     """stat(idx) = the corpus score (sacreBLEU BLEU() or CHRF() object) of the sentences idx. Each
     sentence's sufficient statistics (n-gram matches and counts) are extracted once and summed per
     resample, as sacreBLEU's own paired bootstrap does, so a resample costs no re-tokenisation; the
-    score of all sentences equals metric.corpus_score(hyps, [refs]).score."""
+    score of all sentences equals metric.corpus_score(hyps, [refs]).score. A metric from
+    reference_metric(cls, refs) has read these references already (scoring many systems on them)."""
     check_parallel(hyps, refs)
-    stats = np.asarray(metric._extract_corpus_statistics(list(hyps), [list(refs)]), dtype=np.float64)
+    cached = getattr(metric, "cached_references", None) == list(refs)
+    stats = np.asarray(metric._extract_corpus_statistics(list(hyps), None if cached else [list(refs)]),
+                       dtype=np.float64)
     return lambda idx: float(metric._compute_score_from_stats(list(stats[idx].sum(0))).score)
+
+
+def reference_metric(cls, refs: list[str]):
+    """cls (BLEU or CHRF) with `refs` read once (sacreBLEU's reference cache), for corpus_stat of many systems
+    on the same references."""
+    metric = cls(references=[list(refs)])
+    metric.cached_references = list(refs)
+    return metric
 
 
 def translation_intervals(hyps: list[str], refs: list[str], **bootstrap) -> dict:

@@ -12,6 +12,11 @@ from the tag and the tokens before it. Over all documents of the file,
 with bytes the UTF-8 bytes of the raw sentences (meta.json splits[f'{split}_{lang}']['bytes'], no tags,
 no separators), so bits per byte compares models with different tokenizers.
 
+The per-document sums are kept too, `doc_nll` (one per document, in file order, rounded to 9 significant
+digits: a float32 forward pass has fewer), and sum_nll is their exact sum (math.fsum of the stored values),
+so that ppl, nll and bpb are recomputed exactly from what the results hold (verify_evaluation.py does), and
+any subset of documents (a release's check slice, export_hf.py) is scored against the same numbers.
+
 A document of more than block_size + 1 tokens does not fit the model's context. Its first
 block_size + 1 tokens are scored as one window; each later token is scored once, in a window of
 block_size input tokens that slides forward block_size // 2 tokens at a time, so it still sees at least
@@ -20,10 +25,12 @@ text). Such documents are counted as 'truncated' (their later tokens see a trunc
 
     results = evaluate_perplexity(model, tok, 'cpu')    # results['test_fr']['ppl'], ['bpb'], ...
 """
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from errors import warn
@@ -34,7 +41,8 @@ from experiments.sentence import length_batches, pad, require_eval
 def evaluate_perplexity(model, tokenizer, device, splits=('val', 'test'), languages=('en', 'fr'), batch_size=16):
     """{f'{split}_{lang}': {'file', 'nll' (mean nats per predicted token), 'sum_nll', 'ppl', 'bpb',
     'tokens' (predicted), 'bytes', 'documents', 'truncated' (documents longer than block_size + 1
-    tokens, scored with the sliding window)}} for every split and language. The files are
+    tokens, scored with the sliding window), 'doc_nll' (each document's summed NLL, in file order)}} for
+    every split and language. The files are
     `{split}_{lang}.bin` in tokenizer.data_dir; a missing file or a .bin that disagrees with
     meta.json raises."""
     require_eval(model)
@@ -56,12 +64,19 @@ def evaluate_perplexity(model, tokenizer, device, splits=('val', 'test'), langua
             if n_long:
                 warn(f"{path.name}: {n_long} of {len(docs)} documents are longer than the context "
                      f"({model.config.block_size} tokens): their later tokens are scored in a sliding window")
-            sum_nll, tokens = document_nll(model, docs, device, batch_size, desc=f'perplexity {name}')
+            doc_nll = rounded(document_nll(model, docs, device, batch_size, desc=f'perplexity {name}'))
+            sum_nll, tokens = math.fsum(doc_nll), sum(len(d) - 1 for d in docs)
             results[name] = {'file': str(path), 'nll': sum_nll / tokens, 'sum_nll': sum_nll,
                              'ppl': ppl(sum_nll, tokens), 'bpb': bits_per_byte(sum_nll, stats['bytes']),
                              'tokens': tokens, 'bytes': stats['bytes'], 'documents': len(docs),
-                             'truncated': n_long}
+                             'truncated': n_long, 'doc_nll': doc_nll}
     return results
+
+
+def rounded(values, digits=9):
+    """Floats rounded to `digits` significant digits: what results store of per-document NLLs (a float32
+    forward pass gives about 7; the JSON is about half the size of the full repr's)."""
+    return [float(f'{v:.{digits}g}') for v in values]
 
 
 def read_documents(path, tokenizer, lang):
@@ -81,19 +96,27 @@ def read_documents(path, tokenizer, lang):
     return docs
 
 
+LOGITS_PER_PASS = 2 ** 25  # at most this many logits (128 MB in fp32) exist at a time
+
+
 @torch.no_grad()
 def document_nll(model, docs, device, batch_size, desc=None):
-    """(sum of -ln p over every predicted token of every document, number of predicted tokens)."""
-    rows = [row for doc in docs for row in scoring_rows(doc, model.config.block_size)]
-    sum_nll, tokens = 0.0, 0
-    for batch in tqdm(length_batches([len(x) for x, _ in rows], batch_size), desc=desc, leave=False, disable=None):
-        idx = pad([rows[r][0] for r in batch], 0).to(device)
-        targets = pad([rows[r][1] for r in batch], -1).to(device)
-        n = int((targets != -1).sum())
-        _, loss = model(idx, targets)  # the mean NLL over the n targets that are not -1
-        sum_nll += loss.item() * n
-        tokens += n
-    return sum_nll, tokens
+    """[sum of -ln p over every predicted token of document i, for each i] (floats, in document order): every
+    token after the tag predicted once, a long document's windows (scoring_rows) summed."""
+    rows = [(d, x, y) for d, doc in enumerate(docs) for x, y in scoring_rows(doc, model.config.block_size)]
+    nll = np.zeros(len(docs))
+    for batch in tqdm(length_batches([len(x) for _, x, _ in rows], batch_size), desc=desc, leave=False,
+                      disable=None):
+        idx = pad([rows[r][1] for r in batch], 0).to(device)
+        targets = pad([rows[r][2] for r in batch], -1).to(device)
+        # per row, so each document gets its own sum; a few rows at a time when the vocabulary is large
+        step = max(1, LOGITS_PER_PASS // (idx.size(1) * model.config.vocab_size))
+        for r0 in range(0, len(batch), step):
+            logits, _ = model(idx[r0:r0 + step], return_logits=True)  # over all vocab_size rows, as the loss
+            per_token = F.cross_entropy(logits.float().flatten(0, 1), targets[r0:r0 + step].flatten(),
+                                        ignore_index=-1, reduction='none').view(logits.shape[:2])
+            np.add.at(nll, [rows[r][0] for r in batch[r0:r0 + step]], per_token.double().sum(1).cpu().numpy())
+    return nll.tolist()
 
 
 def scoring_rows(doc, block_size):

@@ -11,11 +11,13 @@ and SECTIONS maps NAME to the function that writes it from results/<NAME>/:
     quickstart   results/quickstart/{backpack,transformer}/evaluation_results.json and run.json, copied
                  from a run of quickstart.sh (out/tiny_backpack, out/tiny_transformer) by
                  `python experiments/readme_tables.py --collect quickstart`.
-    cpu_reference_training  results/cpu_reference/{backpack,transformer[,transformer_wide]}/training_log.json
+    cpu_reference_training  results/cpu_reference/first/{backpack,transformer[,transformer_wide]}/training_log.json
                  and plan.json (experiments/cpu_reference.py), beside the quick start's Backpack.
-    cpu_reference  results/cpu_reference/{backpack,transformer[,transformer_wide]}/ (evaluation_results.json,
+    cpu_reference  results/cpu_reference/first/{backpack,transformer[,transformer_wide]}/ (evaluation_results.json,
                  translation_*.json, training_log.json), comparison/comparison.json, plan.json and run.json,
                  written by `python experiments/cpu_reference.py`; and the quick start's Backpack as the smoke run.
+    cpu_reference_seeds  results/cpu_reference/<size>/seeds.json (experiments/seed_statistics.py, run by
+                 cpu_reference.py's collect step) and run.json: the seeded reference collected so far.
 """
 import argparse
 import os
@@ -252,7 +254,6 @@ def cpu_reference_training(results_dir):
     """The reference runs' training: for each model of results/cpu_reference, its size, iterations, tokens and
     time, and the per-language val bits/byte of its last evaluation (eval_iters batches of the val split, as
     train.py logs it), beside the recorded sweep's pick and the quick start's Backpack (the smoke run)."""
-    results_dir = results_dir.parent / 'cpu_reference'  # the same run's files as the cpu_reference section
     plan = read_json(results_dir / 'plan.json')
     models = [m for m in REFERENCE_MODELS if (results_dir / m / 'training_log.json').is_file()]
     smoke = read_json(REPO / 'results' / 'quickstart' / 'backpack' / 'training_log.json')
@@ -271,7 +272,7 @@ def cpu_reference_training(results_dir):
     machine = read_json(results_dir / models[0] / 'training_log.json')['machine']
     caption = (f"Training on {machine['cpu']} ({machine['threads']} threads, torch {machine['torch']}), one model "
                f"after another, each with `config/train_europarl_cpu.py` and `--max_minutes 45` "
-               f"(`results/cpu_reference/run.json` has every command, its wall-clock and revision). Val bits/byte "
+               f"(`{results_dir.relative_to(REPO)}/run.json` has every command, its wall-clock and revision). Val bits/byte "
                f"is train.py's estimate at the last evaluation (the quick start's is on its own, smaller sample). "
                f"Each schedule (iterations) was fitted to the budget from a speed probe, the probes taken together "
                f"(`plan.json`); ms/iter in the run counts the evaluations too, so it shows how fast the host "
@@ -281,7 +282,63 @@ def cpu_reference_training(results_dir):
     return caption + '\n\n' + '\n'.join(table)
 
 
-SECTIONS = {'quickstart': quickstart, 'cpu_reference_training': cpu_reference_training, 'cpu_reference': cpu_reference}
+SEED_MODELS = {'backpack': 'Backpack', 'transformer': 'twin', 'transformer_wide': 'wide'}
+
+
+def seeded_cell(r, digits=3):
+    if r is None:
+        return ''
+    low, high = (f"{r['low']:.{digits}f}", f"{r['high']:.{digits}f}") if r['low'] is not None else ('–', '–')
+    return f"{r['value']:.{digits}f} [{low}, {high}]"
+
+
+def cpu_reference_seeds(results_dir):
+    """The seeded reference (results/cpu_reference/<size>/, experiments/cpu_reference.py + seed_statistics.py): for
+    each size collected, the headline metrics of each model as mean over seeds [interval over seeds × items], and the
+    Backpack's paired differences with the twin and the wide twin; what is still pending."""
+    from experiments.seed_statistics import HEADLINE, PAIRED_REPS
+    run_path = results_dir / 'run.json'
+    if not run_path.is_file():
+        return "No run of the seeded reference has been collected yet."
+    run = read_json(run_path)
+    lines = [f"Collected so far: {', '.join(run['collected']) or 'none'}; pending: {', '.join(run['pending']) or 'none'}"
+             f" (`{results_dir.relative_to(REPO)}/run.json`). Mean over training seeds [95 % interval, seeds and test "
+             f"items resampled together; one seed: items only]; Δ = Backpack − Transformer paired by seed, ✓ when its "
+             f"interval and (with 2 seeds or more) the t-interval over seeds exclude 0 "
+             f"(`experiments/seed_statistics.py`; every metric and the t-intervals are in `<size>/seeds.json`)."]
+    for size in ('S', 'M'):
+        path = results_dir / size / 'seeds.json'
+        if not path.is_file():
+            continue
+        stats = read_json(path)
+        models = [m for m in SEED_MODELS if m in stats['models']]
+        found = {(m, r['metric'], r['representation']): r for m in models for r in stats['models'][m]}
+        paired = {(o, r['metric'], r['representation']): r for o, rows in stats['paired'].items() for r in rows}
+        others = list(stats['paired'])
+        lines += ['', f"**Size {size}**, seeds {', '.join(map(str, stats['seeds']))}:", '',
+                  '| metric | ' + ' | '.join(SEED_MODELS[m] for m in models) + ''.join(
+                      f' | Δ vs {SEED_MODELS[o]}' for o in others) + ' |',
+                  '|---|' + '---:|' * (len(models) + len(others))]
+        for metric in HEADLINE:
+            for rep in ((None,) if (('backpack', metric, None) in found) else PAIRED_REPS):
+                if ('backpack', metric, rep) not in found:
+                    continue
+                cells = [seeded_cell(found.get((m, metric, rep if m == 'backpack' else rep and 'embedding')))
+                         for m in models]
+                for o in others:
+                    r = paired.get((o, metric, rep))
+                    cells.append(f"{seeded_cell(r, 4)}{' ✓' if r and r['significant'] else ''}")
+                label = metric + (f" ({REP_LABELS[rep]})" if rep else '') + (' ↓' if metric.startswith('bits') else '')
+                lines.append(f"| {label} | " + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+SECTIONS = {'quickstart': quickstart, 'cpu_reference_training': cpu_reference_training, 'cpu_reference': cpu_reference,
+            'cpu_reference_seeds': cpu_reference_seeds}
+# the folder of results/ each section reads: the first reference (one seed, float32 eager, 45 wall-clock minutes
+# per model) until the seeded one (results/cpu_reference/S, M) is complete
+SOURCES = {'quickstart': 'quickstart', 'cpu_reference_training': 'cpu_reference/first',
+           'cpu_reference': 'cpu_reference/first', 'cpu_reference_seeds': 'cpu_reference'}
 
 
 def render(readme_text):
@@ -295,7 +352,7 @@ def render(readme_text):
         if END not in rest:
             raise UserError(f"README.md: the generated section {name!r} has no end line {END!r}")
         _, tail = rest.split(END, 1)
-        out = f"{head}{begin}\n{make(REPO / 'results' / name)}\n{END}{tail}"
+        out = f"{head}{begin}\n{make(REPO / 'results' / SOURCES[name])}\n{END}{tail}"
     return out
 
 

@@ -176,7 +176,7 @@ def test_a_missing_test_set_is_one_line_before_anything_runs(tmp_path):
 
 @pytest.mark.parametrize('model', ['backpack', 'transformer', 'transformer_wide'])
 def test_committed_reference_results_pass_verify(model):
-    out_dir = REPO / 'results' / 'cpu_reference' / model
+    out_dir = REPO / 'results' / 'cpu_reference' / 'first' / model
     if not (out_dir / 'evaluation_results.json').is_file():
         pytest.skip(f'{out_dir} is not committed yet')
     result = subprocess.run([sys.executable, 'verify_evaluation.py', '--out_dir', out_dir, '--committed'], cwd=REPO,
@@ -210,7 +210,7 @@ def test_verify_recomputes_the_committed_reference_and_names_each_corrupted_fiel
     recomputed headline differs from the recorded one, and verify names each field."""
     import verify_evaluation
     out = tmp_path / 'backpack'
-    shutil.copytree(REPO / 'results' / 'cpu_reference' / 'backpack', out)
+    shutil.copytree(REPO / 'results' / 'cpu_reference' / 'first' / 'backpack', out)
     results = json.loads((out / 'evaluation_results.json').read_text())
     results['translation']['en-fr']['hypotheses'][0] = 'Le Parlement'
     results['word_similarity']['fr']['cosines']['mean_sense'][0] = 0.99
@@ -221,3 +221,142 @@ def test_verify_recomputes_the_committed_reference_and_names_each_corrupted_fiel
     for field in ('translation.en-fr.bleu: recorded', 'word_similarity.fr.spearman.mean_sense: recorded',
                   'bli.fr-en.csls.embedding.p@1: recorded'):
         assert any(field in failure for failure in c.failures), (field, c.failures[:10])
+
+
+def test_collect_keeps_evidence_portable_and_the_shared_data_once(tmp_path):
+    """collect on runs made in another checkout: their absolute paths become relative to it, the data files
+    alike in every run are kept once and linked, weights are never copied, the alpha/sense figures of seed 0
+    only, and a planned run not yet evaluated is listed as pending."""
+    checkout = tmp_path / 'checkout'
+    work = checkout / 'out' / 'ref'
+    subprocess.run(['git', 'init', '-q', str(checkout)], check=True)
+    (work / 'S').mkdir(parents=True)
+    models = {'backpack': {'settings': {'model_type': 'backpack'}},
+              'transformer': {'settings': {'model_type': 'transformer'}}}
+    (work / 'plan.json').write_text(json.dumps({'note': '', 'seeds': {'S': [0, 1]},
+                                                'sizes': {'S': {'probe_minutes': 1, 'settings': {}, 'models': models}}}))
+    (work / 'commands.json').write_text(json.dumps([{'step': 'train', 'model': 'S/backpack_seed0', 'wall_s': 2.0,
+                                                     'command': f'python train.py --out_dir {work}/S/backpack_seed0',
+                                                     'git_revision': 'abc1234'}]))
+    for name, evaluated, meta_source in (('backpack_seed0', True, 'shared/data/x'), ('transformer_seed0', True,
+                                          'shared/data/x'), ('backpack_seed1', True, 'shared/data/y'),
+                                         ('transformer_seed1', False, 'shared/data/x')):
+        run = work / 'S' / name
+        (run / 'tokenizer').mkdir(parents=True)
+        (run / 'tokenizer' / 'tokenizer.json').write_text('{"model": "bpe"}')
+        (run / 'meta.json').write_text(json.dumps({'source': f'{tmp_path}/{meta_source}'}))
+        (run / 'test.en').write_text('Thank you.\n')
+        (run / 'test.fr').write_text('Merci.\n')
+        (run / 'best.pt').write_bytes(b'weights')
+        for png in ('alpha_en.png', 'loss_curve.png'):
+            (run / png).write_bytes(b'\x89PNG')
+        (run / 'training_log.json').write_text(json.dumps({'config': {'out_dir': str(run)}}))
+        if evaluated:
+            (run / 'evaluation_results.json').write_text(json.dumps({'model': {'out_dir': f'out/ref/S/{name}'}}))
+    results = tmp_path / 'results'
+    result = driver('--work_dir', work, '--results', results, '--steps', 'collect', '--test_sets')
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    run_json = json.loads((results / 'run.json').read_text())
+    assert run_json['pending'] == ['S/transformer_seed1']
+    assert run_json['collected'] == ['S/backpack_seed0', 'S/transformer_seed0', 'S/backpack_seed1']
+    assert run_json['runs_made_at_revisions'] == ['abc1234']
+    seed0, seed1 = results / 'S' / 'backpack_seed0', results / 'S' / 'backpack_seed1'
+    for run in (seed0, results / 'S' / 'transformer_seed0', seed1):
+        assert not (run / 'best.pt').exists() and (run / 'loss_curve.png').is_file()
+        for item in ('test.en', 'test.fr', 'tokenizer'):
+            assert (run / item).is_symlink() and (run / item).resolve() == (results / 'shared' / item).resolve()
+        assert json.loads((run / 'training_log.json').read_text())['config']['out_dir'] == \
+            f"out/ref/S/{run.name}"
+    assert (seed0 / 'alpha_en.png').is_file() and not (seed1 / 'alpha_en.png').exists()
+    assert (seed0 / 'meta.json').is_symlink()
+    assert not (seed1 / 'meta.json').is_symlink()  # its data differ: its own copy
+    assert json.loads((results / 'shared' / 'meta.json').read_text())['source'] == '../shared/data/x'
+    assert json.loads((seed1 / 'meta.json').read_text())['source'] == '../shared/data/y'
+    leftover = [p for p in results.rglob('*') if p.is_file() and str(tmp_path) in p.read_text(errors='replace')]
+    assert not leftover
+    assert (results / 'S' / 'backpack_seed0' / 'test.en').read_text() == 'Thank you.\n'
+
+
+def test_seed_statistics_over_seeds_pairs_by_seed_and_checks_its_files(tmp_path):
+    """experiments/seed_statistics.py on a reference layout made of the committed first reference (seed 0) and a
+    copy of it whose one BLI hit differs (seed 1): the means are over both seeds, the paired differences pair by
+    seed, and --check fails once a run changes."""
+    from experiments import seed_statistics
+    from errors import UserError
+    first = REPO / 'results' / 'cpu_reference' / 'first'
+    (tmp_path / 'S').mkdir()
+    for model in ('backpack', 'transformer'):
+        for seed in (0, 1):
+            run = tmp_path / 'S' / f'{model}_seed{seed}'
+            run.mkdir()
+            shutil.copy(first / model / 'evaluation_results.json', run)  # (its translation_*.json: more of the same)
+    changed = tmp_path / 'S' / 'backpack_seed1' / 'evaluation_results.json'
+    results = json.loads(changed.read_text())
+    bli = results['bli']['en-fr']
+    hits = bli['csls']['mean_sense']['hits@1']
+    flip = bli['non_identical'][0]
+    hits[flip] = 1 - hits[flip]
+    changed.write_text(json.dumps(results))
+    (tmp_path / 'plan.json').write_text(json.dumps({'seeds': {'S': [0, 1]}, 'sizes': {}}))
+    args = [str(tmp_path), '--n_resamples', '100']
+    seed_statistics.main(args)
+    stats = json.loads((tmp_path / 'S' / 'seeds.json').read_text())
+    assert stats['seeds'] == [0, 1] and set(stats['models']) == {'backpack', 'transformer'}
+    rows = {(r['metric'], r['representation']): r for r in stats['models']['backpack']}
+    bli_row = rows[('BLI en-fr CSLS P@1 non-identical', 'mean_sense')]
+    keep = bli['non_identical']
+    base = sum(hits[i] for i in keep)  # seed 1's hits (flipped); seed 0 had 1 - hits[flip] at that query
+    per_seed = [(base - hits[flip] + (1 - hits[flip])) / len(keep), base / len(keep)]
+    assert bli_row['per_seed'] == pytest.approx(per_seed) and bli_row['n_seeds'] == 2
+    assert bli_row['low'] <= bli_row['value'] <= bli_row['high'] and bli_row['t_low'] < bli_row['t_high']
+    bleu = rows[('BLEU en-fr', None)]
+    assert bleu['per_seed'][0] == bleu['per_seed'][1] == pytest.approx(results['translation']['en-fr']['bleu'])
+    assert bleu['t_low'] == pytest.approx(bleu['t_high'])  # equal seeds: no seed spread
+    paired = {(r['metric'], r['representation']): r for r in stats['paired']['transformer']}
+    row = paired[('BLI en-fr CSLS P@1 non-identical', 'mean_sense')]
+    twin = json.loads((first / 'transformer' / 'evaluation_results.json').read_text())['bli']['en-fr']['csls']
+    twin_p = sum(twin['embedding']['hits@1'][i] for i in keep) / len(keep)
+    assert row['per_seed'] == pytest.approx([p - twin_p for p in per_seed])
+    assert 'transformer_wide' not in stats['paired']  # not collected: not compared
+    assert '| BLEU en-fr | backpack |' in (tmp_path / 'S' / 'seeds.md').read_text()
+    assert 'S (2 seeds)' in (tmp_path / 'seeds.md').read_text()
+    seed_statistics.main([*args, '--check'])
+    results['translation']['en-fr']['hypotheses'][0] += ' x'
+    changed.write_text(json.dumps(results))
+    with pytest.raises(UserError, match='out of date.*seeds.json'):
+        seed_statistics.main([*args, '--check'])
+
+
+RELEASES = sorted((REPO / 'results' / 'cpu_reference').glob('**/hf/release.json'))
+
+
+@pytest.mark.parametrize('release', [pytest.param(path, id=str(path.parents[1].relative_to(REPO / 'results')))
+                                     for path in RELEASES] or [pytest.param(None, marks=pytest.mark.skip(
+                                         reason='no released model is committed yet (results/cpu_reference/**/hf/'
+                                                'release.json, written by export_hf.py)'))])
+def test_released_models_reproduce_their_committed_val_bits_per_byte(release):
+    """Each committed export (<run>/hf), loaded by evaluate.load_model as a user would, scores the check slice of
+    its release.json (the first val_en/val_fr documents, their ids, text and bytes) at the bits per byte the
+    committed evaluation_results.json's per-document NLLs (perplexity doc_nll) give for those documents: the
+    weights in the repository are the ones evaluated, without the data or the checkpoint."""
+    import math
+
+    import numpy as np
+
+    import evaluate
+    from experiments.perplexity import document_nll
+    hf = release.parent
+    record = json.loads(release.read_text())
+    results = json.loads((hf.parent / 'evaluation_results.json').read_text())
+    model, _ = evaluate.load_model(hf)
+    tok = evaluate.load_tokenizer(hf)
+    assert model.info['checkpoint']['sha256'] == record['weights']['model.safetensors']
+    assert record['source_checkpoint']['sha256'] == results['model']['checkpoint']['sha256']
+    for lang in ('en', 'fr'):
+        checks = record['check_slice'][f'val_{lang}']
+        assert [tok.encode_monolingual(text, lang) for text in checks['text']] == checks['ids']
+        committed = results['perplexity'][f'val_{lang}'].get('doc_nll')
+        assert committed, f"{hf.parent}/evaluation_results.json has no perplexity.val_{lang}.doc_nll: re-evaluate it"
+        nll = document_nll(model, [np.array(ids) for ids in checks['ids']], 'cpu', batch_size=16)
+        bits = sum(checks['bytes']) * math.log(2)
+        assert math.fsum(nll) / bits == pytest.approx(math.fsum(committed[:len(nll)]) / bits, rel=1e-5), lang

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,6 +140,7 @@ def set_first(key):
     (lambda r: r['word_similarity']['en'].__setitem__('path', str(REPO / 'data/eval/multisimlex/MSL_ENG.tsv')),
      'word_similarity.en.path = '),
     (lambda r: r['inputs'].__setitem__(next(iter(r['inputs'])), '0' * 64), 'has changed since the evaluation'),
+    (lambda r: set_first('doc_nll')(r, 'perplexity', 'val_en'), 'perplexity.val_en.sum_nll: recorded'),
 ])
 def test_verify_fails_on_a_bad_results_file(evaluated_backpack, tmp_path, corrupt, message):
     """In-process (verify_evaluation.verify, what its command line prints): the run as a command is the test above."""
@@ -182,6 +184,11 @@ def test_compare_models_table(evaluated_backpack, tiny_transformer_dir, tmp_path
         assert row['delta'] == pytest.approx(row['backpack'] - row['transformer'])
     assert rows['params total']['backpack'] > rows['params total']['transformer']
     assert 'Spearman en mean_sense' in table['backpack_only']
+    # the reused results are named by file and content, not copied (megabytes per comparison)
+    import evaluate
+    record = table['backpack']
+    assert set(record) == {'results_file', 'sha256'}
+    assert record['sha256'] == evaluate.sha256_file(Path(evaluated_backpack) / 'evaluation_results.json')
     # paired bootstrap differences on the same items: the delta of the table, inside its interval
     paired = {row['metric']: row for row in table['paired_differences']}
     assert table['not_paired'] == []  # both results come from this version, same tokenizer and settings
@@ -251,10 +258,11 @@ def test_compare_models_does_not_reuse_results_of_a_retrained_model(evaluated_ba
     settings = {'translation_samples': 12, 'beam_size': 1, 'sentence_pairs': 40}  # those of evaluated_backpack
     calls = []
     monkeypatch.setattr(evaluate, 'run_evaluations', lambda model, *a, **k: calls.append(model.info) or {'fresh': 1})
-    cached = compare_models.evaluated(out, 'cpu', settings)
+    cached, path = compare_models.evaluated(out, 'cpu', settings)
     assert not calls and cached['model']['iter_num'] == 60  # same checkpoint, same settings: reused
+    assert path == str(out / 'evaluation_results.json')
     retrain_to_the_same_iteration(out)
-    assert compare_models.evaluated(out, 'cpu', settings) == {'fresh': 1}
+    assert compare_models.evaluated(out, 'cpu', settings) == ({'fresh': 1}, None)
     assert len(calls) == 1 and calls[0]['iter_num'] == 60
     assert calls[0]['checkpoint']['sha256'] != cached['model']['checkpoint']['sha256']
 
@@ -331,3 +339,90 @@ def test_evaluate_scores_a_word_pairs_file_given_on_the_command_line(tiny_backpa
     missing = run('evaluate.py', '--out_dir', tiny_backpack_dir, '--word_pairs', tmp_path / 'nope.tsv')
     assert missing.returncode == 1 and missing.stderr.count('\n') == 1 and 'nope.tsv' in missing.stderr
     assert 'data/eval' not in missing.stderr  # not a bundled file: no hint to restore data/eval
+
+
+# ----------------------------------------------------------------------------------------------------
+# a released model (export_hf.py): evaluated again from the export, checked beside committed results
+
+@pytest.fixture(scope='module')
+def released_backpack(evaluated_backpack, tmp_path_factory):
+    """(evidence, again): evaluated_backpack's files without its checkpoints and with its export in hf/, as a
+    run's committed evidence holds them, and the directory the documented command evaluated that export into."""
+    import export_hf
+    import run_full_evaluation
+    root = tmp_path_factory.mktemp('release')
+    evidence = root / 'tiny_backpack'
+    shutil.copytree(evaluated_backpack, evidence, ignore=shutil.ignore_patterns('best.pt', 'ckpt.pt'))
+    export_hf.main(['--out_dir', str(evaluated_backpack), '--hf_dir', str(evidence / 'hf')])
+    # in-process (the command line is evaluated_backpack's); the interventions' numbers are no headline: left out
+    run_full_evaluation.main(['--out_dir', str(evidence / 'hf'), '--data_dir', str(evaluated_backpack), '--results_dir',
+                              str(root / 'again'), '--translation_samples', '12', '--sentence_pairs', '40',
+                              '--interventions', 'none'])
+    return evidence, root / 'again'
+
+
+def test_a_release_evaluated_again_gives_the_original_numbers(released_backpack, evaluated_backpack, capsys):
+    """`run_full_evaluation.py --out_dir <export> --data_dir <data> --results_dir <dir>`: the same weights on the
+    same data give the same numbers, per item too; the results say they were computed from model.safetensors,
+    exported from the original checkpoint; nothing is written into the export, which is refused as --results_dir."""
+    import evaluate
+    import run_full_evaluation
+    from errors import run_main
+    evidence, again_dir = released_backpack
+    hf = evidence / 'hf'
+    original = json.loads((evaluated_backpack / 'evaluation_results.json').read_text())
+    again = json.loads((again_dir / 'evaluation_results.json').read_text())
+    assert evaluate.headline_metrics(again) == pytest.approx(evaluate.headline_metrics(original), rel=1e-9)
+    for key, r in original['perplexity'].items():
+        assert again['perplexity'][key]['doc_nll'] == pytest.approx(r['doc_nll'], rel=1e-9)
+    assert again['translation']['en-fr']['hypotheses'] == original['translation']['en-fr']['hypotheses']
+    assert again['senses']['labels'] == original['senses']['labels']
+    record, source = again['model']['checkpoint'], original['model']['checkpoint']
+    assert record['file'] == 'model.safetensors' and record['sha256'] == evaluate.sha256_file(hf / 'model.safetensors')
+    assert record['exported_from'] == {'file': source['file'], 'sha256': source['sha256']}
+    assert again['model']['run'] == 'tiny_backpack' and 'model_dir' in again['model']
+    for name in ('evaluation_report.md', 'sense_labels.json', 'alpha_en.png', 'senses_droit.png'):
+        assert (again_dir / name).is_file(), name
+    # the model's tokenizer beside the results: verify_evaluation.py --committed can check them there
+    assert evaluate.tokenizer_record(evaluate.load_tokenizer(again_dir)) == original['model']['tokenizer']
+    release = json.loads((hf / 'release.json').read_text())
+    assert not (hf / 'sense_labels.json').exists() and not (hf / 'evaluation_report.md').exists()
+    assert release['evaluation_results']['sha256'] == evaluate.sha256_file(hf / 'evaluation_results.json')
+    for argv, message in ((['--data_dir', evaluated_backpack], 'is an export of export_hf.py, whose files are the '
+                                                               'release: pass --results_dir'),
+                          (['--results_dir', again_dir / 'x'], 'no val_en.bin, val_fr.bin, test_en.bin')):
+        with pytest.raises(SystemExit):
+            run_main(run_full_evaluation.main, ['--out_dir', str(hf), *map(str, argv)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (again_dir / 'x').exists()
+
+
+def test_verify_committed_checks_the_export_beside_the_results(released_backpack, tmp_path):
+    """verify --committed on evidence with hf/release.json passes, its checks of the export included; the export
+    must be of the results' checkpoint: its weights altered by one bit, its copy of the results edited,
+    release.json naming another source checkpoint, each fails (counted as a check), naming the file."""
+    import verify_evaluation
+    evidence, _ = released_backpack
+    c, _, _ = verify_evaluation.verify(evidence, committed=True)
+    assert c.failures == []
+    alone = verify_evaluation.Checks()
+    verify_evaluation.check_release(alone, json.loads((evidence / 'evaluation_results.json').read_text()), evidence,
+                                    evidence / 'evaluation_results.json')
+    assert alone.passed == 4 and not alone.failures
+    bad = shutil.copytree(evidence, tmp_path / 'bad')
+    weights = bytearray((bad / 'hf' / 'model.safetensors').read_bytes())
+    weights[-5] ^= 0x01  # one bit of the last weight
+    (bad / 'hf' / 'model.safetensors').write_bytes(bytes(weights))
+    with open(bad / 'hf' / 'evaluation_results.json', 'a') as f:
+        f.write(' ')
+    release = json.loads((bad / 'hf' / 'release.json').read_text())
+    release['source_checkpoint']['sha256'] = '0' * 64
+    (bad / 'hf' / 'release.json').write_text(json.dumps(release))
+    c = verify_evaluation.Checks()  # (the rest of verify is the clean run's: the release checks alone here)
+    verify_evaluation.check_release(c, json.loads((bad / 'evaluation_results.json').read_text()), bad,
+                                    os.path.join(bad, 'evaluation_results.json'))
+    for message in ('hf/model.safetensors: sha256', 'hf/evaluation_results.json: not the same file',
+                    'hf/release.json: exported from best.pt sha256 000000000000'):
+        assert any(message in failure for failure in c.failures), (message, c.failures)
+    assert len(c.failures) == 3

@@ -5,7 +5,10 @@ from_pretrained_backpack with equal weights, and gives the logits of the officia
 pyvene ships, loaded by path); the Transformer export is a stock GPT2LMHeadModel whose logits and greedy
 generation equal ours; AutoTokenizer gives our ids; an exported Europarl Backpack starts
 `train.py --init_from backpack-small` as backpack-gpt2 does; --push_to_hub with the hub unreachable is one
-error line and leaves the export whole."""
+error line and leaves the export whole. An export is also a release (issue 21 §4): evaluate.load_model reads it
+back as the very model exported (equal weights and logits, the check slice of release.json scored as the
+results' per-document NLLs), evaluate.py evaluates it on a --data_dir with the original numbers, and weights
+that are not the model's are refused."""
 import importlib.util
 import json
 import os
@@ -20,7 +23,8 @@ import evaluate
 import export_hf
 from checkpoint import load_model, save_json
 from conftest import TINY_TRAIN_ARGS, run_train, write_random_backpack_gpt2
-from errors import run_main
+from errors import UserError, run_main
+from experiments.perplexity import document_nll, read_documents
 from model import from_pretrained_backpack
 from tokenizer import load_tokenizer
 
@@ -31,23 +35,40 @@ def rel_err(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def with_results(out_dir):
+def with_results(out_dir, which=('translation',)):
     """Give out_dir an evaluation_results.json of its checkpoint, as run_full_evaluation.py would; the
     translation of 2 test pairs per direction keeps it quick (the export takes whatever was evaluated)."""
     model, _ = evaluate.load_model(out_dir)
-    results = evaluate.run_evaluations(model, evaluate.load_tokenizer(out_dir), 'cpu', which=['translation'],
+    results = evaluate.run_evaluations(model, evaluate.load_tokenizer(out_dir), 'cpu', which=list(which),
                                        translation_samples=2)
     save_json(evaluate.to_json(results), os.path.join(out_dir, 'evaluation_results.json'))
     return out_dir
 
 
+def trim_held_out(out_dir, n=40):
+    """Cut out_dir's val/test .bin files to their first n documents (meta.json's counts to match, the bytes those
+    of the decoded text, exact for a byte-level BPE): a perplexity evaluation of a second, not of minutes."""
+    tok = load_tokenizer(out_dir)
+    meta = json.loads((out_dir / 'meta.json').read_text())
+    for split in ('val', 'test'):
+        for lang in ('en', 'fr'):
+            docs = read_documents(out_dir / f'{split}_{lang}.bin', tok, lang)[:n]
+            np.concatenate(docs).astype(meta['dtype']).tofile(out_dir / f'{split}_{lang}.bin')
+            text = [tok.backend.decode(d[1:-1].tolist(), skip_special_tokens=False) for d in docs]
+            meta['splits'][f'{split}_{lang}'] = {'sentences': n, 'tokens': sum(map(len, docs)),
+                                                 'bytes': sum(len(t.encode('utf-8')) for t in text)}
+    (out_dir / 'meta.json').write_text(json.dumps(meta))
+    return out_dir
+
+
 @pytest.fixture(scope='module')
 def exports(tmp_path_factory, tiny_backpack_dir, tiny_transformer_dir):
-    """{model type: (evaluated copy of its tiny out_dir, its export)}."""
+    """{model type: (evaluated copy of its tiny out_dir, its export)}; the perplexity results give the check
+    slice its per-document NLLs."""
     root = tmp_path_factory.mktemp('export_hf')
     made = {}
     for kind, src in (('backpack', tiny_backpack_dir), ('transformer', tiny_transformer_dir)):
-        out = with_results(shutil.copytree(src, root / f'out_{kind}'))
+        out = with_results(trim_held_out(shutil.copytree(src, root / f'out_{kind}')), which=('perplexity', 'translation'))
         export_hf.main(['--out_dir', str(out), '--hf_dir', str(root / f'hf_{kind}')])
         made[kind] = out, root / f'hf_{kind}'
     return made
@@ -68,9 +89,10 @@ def test_backpack_export_has_the_backpack_gpt2_layout(exports, tmp_path):
     from safetensors.torch import load_file
     out, hf = exports['backpack']
     cfg = load_model(out)[0].config
-    assert sorted(p.name for p in hf.iterdir()) == ['README.md', 'config.json', 'evaluation_results.json',
-                                                    'model.safetensors', 'special_tokens_map.json', 'tokenizer.json',
-                                                    'tokenizer_config.json']
+    assert sorted(p.name for p in hf.iterdir()) == ['README.md', 'config.json', 'evaluation_results.json', 'meta.json',
+                                                    'model.safetensors', 'release.json', 'special_tokens_map.json',
+                                                    'tokenizer', 'tokenizer.json', 'tokenizer_config.json']
+    assert (hf / 'tokenizer' / 'tokenizer.json').read_bytes() == (out / 'tokenizer' / 'tokenizer.json').read_bytes()
     config = json.loads((hf / 'config.json').read_text())
     assert config['auto_map'] == {
         'AutoConfig': 'stanfordnlp/backpack-gpt2--configuration_backpack_gpt2.BackpackGPT2Config',
@@ -176,6 +198,85 @@ def test_transformer_export_is_a_stock_gpt2_with_our_logits_and_generation(expor
         assert theirs.tolist() == mine.tolist()
         piped = generate(f'<en> {text} <fr>', max_new_tokens=new, do_sample=False, return_full_text=False)
         assert piped[0]['generated_text'] == hf_tok.decode(mine[0, prompt.size(1):], skip_special_tokens=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# a release: release.json, and the export read back as the model exported
+
+@pytest.mark.parametrize('kind', ['backpack', 'transformer'])
+def test_an_export_loads_as_the_model_exported_and_scores_its_check_slice_as_the_results(exports, kind):
+    out, hf = exports[kind]
+    release = json.loads((hf / 'release.json').read_text())
+    results = json.loads((out / 'evaluation_results.json').read_text())
+    assert (hf / 'release.json').stat().st_size < 64_000
+    lines = (out / 'evaluation_results.json').read_text().splitlines()  # save_json: a list of numbers on one line
+    assert [line.count(',') for line in lines if '"doc_nll": [' in line] == [39] * 4  # 40 documents per file
+    assert release['source_checkpoint'] == results['model']['checkpoint'] and release['model_type'] == kind
+    assert release['weights'] == {'model.safetensors': evaluate.sha256_file(hf / 'model.safetensors')}
+    assert release['evaluation_results']['sha256'] == evaluate.sha256_file(out / 'evaluation_results.json')
+    original, _ = load_model(out)
+    model, meta = evaluate.load_model(hf)  # config.json + model.safetensors, no best.pt
+    assert model.info['iter_num'] == release['iter_num'] and model.info['run'] == results['model']['run']
+    source = json.loads((out / 'meta.json').read_text())
+    assert meta == {**source, 'source': {**source['source'], 'src_dir': 'data/europarl/sample'}}  # no machine path
+    record = model.info['checkpoint']
+    assert (record['file'], record['sha256']) == ('model.safetensors', release['weights']['model.safetensors'])
+    assert record['exported_from'] == {k: results['model']['checkpoint'][k] for k in ('file', 'sha256')}
+    mine, theirs = original.state_dict(), model.state_dict()  # bias=False: the export's zero biases dropped
+    assert not model.config.bias and set(mine) == set(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    idx = held_out_batch(out)
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx, return_logits=True)[0], original(idx, return_logits=True)[0],
+                                   atol=1e-6, rtol=0)
+    tok = evaluate.load_tokenizer(hf)  # the export carries meta.json and our tokenizer files
+    for lang in ('en', 'fr'):
+        checks = release['check_slice'][f'val_{lang}']
+        first = read_documents(out / f'val_{lang}.bin', tok, lang)[:release['check_slice']['documents']]
+        assert checks['ids'] == [d.tolist() for d in first] and len(first) == 32
+        assert [tok.encode_monolingual(t, lang) for t in checks['text']] == checks['ids']
+        assert checks['bytes'] == [len(t.encode('utf-8')) for t in checks['text']]
+        nll = document_nll(model, [np.array(ids) for ids in checks['ids']], 'cpu', batch_size=16)
+        recorded = results['perplexity'][f'val_{lang}']['doc_nll'][:len(nll)]
+        assert nll == pytest.approx(recorded, rel=1e-5)
+
+
+def test_evaluate_py_scores_an_export_on_its_data_dir_with_the_original_numbers(exports, tmp_path, capsys):
+    """`evaluate.py --out_dir <export> --data_dir <data>`: the perplexity of the original evaluation, recorded as
+    computed from model.safetensors; without the data dir, one line names the missing files and the option."""
+    out, hf = exports['backpack']
+    before = listing(hf)
+    output = tmp_path / 'perplexity.json'
+    evaluate.main(['--out_dir', str(hf), '--data_dir', str(out), '--perplexity', '--output', str(output)])
+    again, original = json.loads(output.read_text()), json.loads((out / 'evaluation_results.json').read_text())
+    assert again['model']['checkpoint']['file'] == 'model.safetensors' and again['model']['run'] == 'out_backpack'
+    for key, r in original['perplexity'].items():
+        assert again['perplexity'][key]['doc_nll'] == pytest.approx(r['doc_nll'], rel=1e-9, abs=0)
+        assert again['perplexity'][key]['bpb'] == pytest.approx(r['bpb'], rel=1e-9)
+        assert again['inputs'][again['perplexity'][key]['file']] == original['inputs'][r['file']]  # the same bytes
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_main(evaluate.main, ['--out_dir', str(hf), '--perplexity'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'no val_en.bin, val_fr.bin, test_en.bin, test_fr.bin in' in err[0], err
+    assert 'export of export_hf.py' in err[0] and '--data_dir' in err[0]
+    assert listing(hf) == before  # nothing written into the release
+
+
+def test_weights_that_are_not_the_exported_model_are_refused(exports, tmp_path):
+    """A bias where the exported model (bias=False, release.json's model_args) has none must be the zero the
+    export wrote; without release.json the directory loads as a GPT-2 with its biases, as from the hub."""
+    from safetensors.torch import load_file, save_file
+    out, hf = exports['transformer']
+    copy = shutil.copytree(hf, tmp_path / 'hf')
+    weights = load_file(copy / 'model.safetensors')
+    weights['transformer.h.0.mlp.c_fc.bias'][3] = 0.5
+    save_file(weights, str(copy / 'model.safetensors'))
+    with pytest.raises(UserError, match=r'transformer\.h\.0\.mlp\.c_fc\.bias is not zero.*bias=False'):
+        evaluate.load_model(copy)
+    (copy / 'release.json').unlink()
+    model, _ = evaluate.load_model(copy)
+    assert model.config.bias and model.info['iter_num'] is None and 'exported_from' not in model.info['checkpoint']
+    assert model.state_dict()['transformer.h.0.mlp.c_fc.bias'][3] == 0.5
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -406,3 +406,45 @@ def test_spearman_resamples_that_are_constant_are_left_out_and_counted():
     assert 0 < ci['n_nan'] < 200 and -1 <= ci['low'] <= ci['high'] <= 1
     with pytest.raises(ValueError):
         M.bootstrap_ci(M.mean_stat([1.0]), 1)
+
+
+def test_seed_bootstrap_resamples_seeds_and_items_together():
+    """Against a plain loop over the same draws; the seeds' spread shows when the items do not matter, the
+    items' when the seeds agree; the t-interval is mean ± t(2) sd / √3."""
+    from scipy.stats import t as student_t
+    from experiments.metrics import mean_stat, seed_bootstrap
+    rng = np.random.default_rng(1)
+    hits = [rng.integers(0, 2, size=50) for _ in range(3)]
+    out = seed_bootstrap([mean_stat(h) for h in hits], 50, n_resamples=200, seed=7)
+    draws = np.random.default_rng(7)
+    seeds = draws.integers(0, 3, size=(200, 3))
+    idx = draws.integers(0, 50, size=(200, 50))
+    loop = [np.mean([hits[s][row].mean() for s in drawn]) for drawn, row in zip(seeds, idx)]
+    assert (out['low'], out['high']) == pytest.approx(tuple(np.percentile(loop, [2.5, 97.5])))
+    per_seed = [h.mean() for h in hits]
+    assert out['per_seed'] == pytest.approx(per_seed) and out['value'] == pytest.approx(np.mean(per_seed))
+    half = student_t.ppf(0.975, 2) * np.std(per_seed, ddof=1) / np.sqrt(3)
+    assert (out['t_low'], out['t_high']) == pytest.approx((np.mean(per_seed) - half, np.mean(per_seed) + half))
+    # seeds 0, 1, 2 points apart on items that do not matter: the interval is the seeds' spread
+    constant = [mean_stat(np.full(50, float(v))) for v in (0, 1, 2)]
+    spread = seed_bootstrap(constant, 50, n_resamples=500)
+    assert 0 <= spread['low'] < 1 < spread['high'] <= 2
+    # three equal seeds: no seed spread (t-interval of width 0), only the items'
+    same = seed_bootstrap([mean_stat(hits[0])] * 3, 50, n_resamples=500)
+    assert same['t_low'] == same['t_high'] == pytest.approx(hits[0].mean())
+    assert same['low'] < hits[0].mean() < same['high']
+
+
+def test_seed_paired_bootstrap_is_significant_only_when_every_draw_agrees():
+    from experiments.metrics import mean_stat, seed_paired_bootstrap
+    rng = np.random.default_rng(2)
+    b = [rng.random(40) for _ in range(3)]
+    shifted = seed_paired_bootstrap([mean_stat(x + 0.1) for x in b], [mean_stat(x) for x in b], 40, n_resamples=300)
+    assert shifted['value'] == pytest.approx(0.1) and shifted['low'] == pytest.approx(0.1)
+    assert shifted['significant'] and shifted['same_sign'] == 3
+    # one seed better, one worse, one equal: not significant
+    mixed = seed_paired_bootstrap([mean_stat(b[0] + 0.2), mean_stat(b[1] - 0.2), mean_stat(b[2])],
+                                  [mean_stat(x) for x in b], 40, n_resamples=300)
+    assert not mixed['significant'] and mixed['low'] < 0 < mixed['high']
+    with pytest.raises(ValueError, match='3 seeds of one model and 2'):
+        seed_paired_bootstrap([mean_stat(x) for x in b], [mean_stat(x) for x in b[:2]], 40)

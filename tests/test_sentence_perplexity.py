@@ -155,13 +155,16 @@ def test_perplexity_equals_the_brute_force_per_document_computation(backpack, sm
         assert r['documents'] == len(docs) == 27
         assert r['tokens'] == sum(len(d) - 1 for d in docs) == tok.meta['splits'][f'test_{lang}']['tokens'] - 27
         assert r['truncated'] == sum(len(d) > B + 1 for d in docs) > 0
-        assert r['sum_nll'] == pytest.approx(sum(brute_force_nll(model, d) for d in docs), rel=1e-5)
+        # each document's own sum (doc_nll, in file order), and sum_nll exactly their sum
+        assert r['doc_nll'] == pytest.approx([brute_force_nll(model, d) for d in docs], rel=1e-5)
+        assert r['sum_nll'] == math.fsum(r['doc_nll'])
         assert r['bytes'] == tok.meta['splits'][f'test_{lang}']['bytes']
         assert r['nll'] == pytest.approx(r['sum_nll'] / r['tokens'])
         assert r['ppl'] == pytest.approx(math.exp(r['sum_nll'] / r['tokens']))
         assert r['bpb'] == pytest.approx(r['sum_nll'] / (r['bytes'] * math.log(2)))
     again = evaluate_perplexity(model, tok, 'cpu', splits=('test',), batch_size=27)  # other batches, same sums
     assert again['test_fr']['sum_nll'] == pytest.approx(results['test_fr']['sum_nll'], rel=1e-6)
+    assert again['test_fr']['doc_nll'] == pytest.approx(results['test_fr']['doc_nll'], rel=1e-6)
 
 
 def test_perplexity_on_a_whole_file_and_its_errors(transformer, small_eval_dir):
