@@ -15,7 +15,8 @@ from conftest import REPO, XLMR_DIR, run_prepare
 from tokenizer import load_tokenizer
 
 sys.path.insert(0, str(REPO / "data" / "europarl"))
-from prepare import choose_dtype, load_splits  # noqa: E402
+from documents import choose_dtype  # noqa: E402
+from split import load_splits  # noqa: E402
 
 BINS = ["train.bin", "val.bin", "val_en.bin", "val_fr.bin", "test_en.bin", "test_fr.bin"]
 
@@ -295,14 +296,14 @@ def test_hf_source_reads_translation_rows(monkeypatch):
     """--source hf offline: datasets.load_dataset replaced by an in-memory DatasetDict of the hub's
     shape ({"translation": {"en", "fr"}} rows; opus-100 has train/validation/test splits)."""
     import datasets
-    import prepare
+    import fetch
     en, fr = numbered_pairs(40)
     rows = [{"translation": {"en": e, "fr": f}} for e, f in zip(en, fr)]
     fake = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:30]),
                                  "validation": datasets.Dataset.from_list(rows[30:35]),
                                  "test": datasets.Dataset.from_list(rows[35:])})
     calls = []
-    monkeypatch.setattr(prepare, "require_hub", lambda what, hint: None)
+    monkeypatch.setattr(fetch, "require_hub", lambda what, hint: None)
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config: calls.append((name, config)) or fake)
     splits, source = load_splits("hf", None, "opus100", None, 0, 3000)
     assert calls == [("Helsinki-NLP/opus-100", "en-fr")] and source["dataset"] == "Helsinki-NLP/opus-100"

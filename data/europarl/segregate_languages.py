@@ -16,7 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-from prepare import HF_DATASETS, REPO, OneLineErrorParser, PrepareError, load_splits
+from common import REPO, OneLineErrorParser, PrepareError
+from fetch import HF_DATASETS
+from split import load_splits
 
 SPLIT_ORDER = ["train", "valid", "test"]
 
