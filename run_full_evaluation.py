@@ -8,7 +8,7 @@ the numbers come from), out_dir/evaluation_report.md
 (the headline table, translation examples, sense labels), out_dir/sense_labels.json (Backpack) and PNGs:
 loss_curve.png (from training_log.json), senses_<word>.png (senses x top words) and
 alpha_en.png / alpha_fr.png (the contextualization weights over an English and a French test sentence).
-The sense interventions of experiments/interventions.py (gender bias, topic control, false friends; for a
+The sense interventions of experiments/interventions/ (gender bias, topic control, false friends; for a
 Transformer, their baselines) run too, into 'interventions' and a report section (--interventions none: skip).
 Check the results with verify_evaluation.py.
 
@@ -123,7 +123,7 @@ def main(argv=None):
     p.add_argument('--beam_size', type=int, default=1)
     p.add_argument('--sentence_pairs', type=int, default=1000)
     p.add_argument('--interventions', default='all', choices=('all', 'none', *interventions.EXPERIMENTS),
-                   help='the sense interventions to run (experiments/interventions.py, default settings)')
+                   help='the sense interventions to run (experiments/interventions/, default settings)')
     args = p.parse_args(argv)
     args.device = evaluate.check_arguments(args)
     args.data_dir = args.data_dir or args.out_dir

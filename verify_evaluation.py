@@ -30,7 +30,7 @@ and said so; every other check runs, on the files found from the repository. An 
 them (out_dir/hf with its release.json, export_hf.py) is checked to be of the checkpoint they name: its weight
 files' sha256, its source checkpoint, its copy of evaluation_results.json. Each translation_<name>.json
 beside the results (evaluate.py --translation --output) is checked the same way. `--interventions_file F`
-checks F, the output of experiments/interventions.py for out_dir, alone.
+checks F, the output of python -m experiments.interventions for out_dir, alone.
 
 The model-vs-baseline gaps are printed (BASELINES). Prints `✅ ALL CHECKS PASSED - READY FOR PAPER
 REPORTING` only when every check passes and every model result is above its baseline (gap > 0).
@@ -53,8 +53,9 @@ from sacrebleu.metrics import BLEU, CHRF
 import checkpoint
 import evaluate
 from errors import DataError, UserError, run_main
-from experiments import eval_data, lexical, metrics
+from experiments import eval_data, interventions, lexical, metrics
 from experiments.eval_data import read_parallel
+from experiments.interventions import intervention_lines  # printed beside the gaps
 
 REQUIRED = ('perplexity', 'translation', 'word_similarity', 'bli', 'sentence_similarity')
 PASSED = '✅ ALL CHECKS PASSED - READY FOR PAPER REPORTING'
@@ -428,194 +429,15 @@ def run_checks(results, out_dir, path):
 
 
 def check_interventions(c, results, path):
-    """The checks of experiments/interventions.py's results (results['interventions']). What can be recomputed
-    from the stored outputs is: the gender ratios from the per-profession ones, the topic words' halves
-    from the lists, topic shares and frequencies from the stored generations, the false-friend tests from
-    the per-pair values and their Holm adjustment from the raw p-values (c.same, naming the field). What holds
-    by construction (the chosen edit the minimum of its grid, a bias ratio >= 1, a share or p-value in
-    [0, 1], p_holm >= p_value) is a sanity check (c.sanity, c.in_range)."""
-    from experiments.interventions import holm, pair_tests, split_topic_words, topic_stats
-    section, model = results.get('interventions', {}), results['model']
-    backpack, k = model['model_type'] == 'backpack', model['n_senses']
+    """The checks of the sense interventions' results (results['interventions']): every experiment the settings
+    name is there, and each experiment's own check (the `check` of its module in experiments/interventions/,
+    beside the code that made its numbers) recomputes what its stored outputs give."""
+    section = results.get('interventions', {})
     for name in results['settings'].get('interventions', []):
         c.check(name in section, f'interventions.{name} missing from {path}')
-    if 'gender' in section:
-        g = section['gender']
-        expected = ('senses', 'projection') if backpack else ('projection',)
-        for lang in ('en', 'fr'):
-            e = g['languages'].get(lang)
-            if not c.check(e is not None, f'interventions.gender: no {lang} results'):
-                continue
-            for split in ('train', 'test'):
-                c.in_range(e['before'][split], 1, float('inf'), f'interventions.gender.{lang}.before.{split}')
-                per = [p['before'] for p in e['per_profession'][split]]
-                if c.check(len(per) == e[f'n_{split}'] and per, f'interventions.gender.{lang}.per_profession.{split}: '
-                                                                 f"{len(per)} professions, n_{split} = {e[f'n_{split}']}"):
-                    c.same(e['before'][split], sum(per) / len(per), f'interventions.gender.{lang}.before.{split}')
-            for method in expected:
-                m = e['methods'].get(method)
-                if not c.check(m is not None, f'interventions.gender.{lang}: no {method} results'):
-                    continue
-                where = f'interventions.gender.{lang}.{method}'
-                for key in ('after', 'train_after'):
-                    c.in_range(m[key], 1, float('inf'), f'{where}.{key}')
-                per = [p[method] for p in e['per_profession']['test']]
-                if per:  # the mean over the test professions of their ratios with the edit
-                    c.same(m['after'], sum(per) / len(per), f'{where}.after')
-                grid = m['train_ratio']
-                best = min(min(row) for row in grid) if method == 'senses' else min(grid)
-                chosen = grid[m['sense']][g['scales'].index(m['scale'])] if method == 'senses' else \
-                    grid[g['scales'].index(m['keep'])]
-                c.sanity(abs(chosen - best) <= 1e-9 * best, f'{where}: the chosen edit is not the best of its train grid')
-                # the grid is computed from alpha and C (log-linearity), train_after with the hook itself
-                c.check(abs(m['train_after'] - chosen) <= 1e-3 * chosen,
-                        f"{where}: train ratio {m['train_after']} with the edit, {chosen} predicted by the grid")
-                if method == 'senses':
-                    c.in_range(m['sense'], 0, k - 1, f'{where}.sense')
-                check_cost(c, m['cost'], f'{where}.cost')
-        t = g['transfer_en_to_fr']
-        c.in_range(t['before'], 1, float('inf'), 'interventions.gender.transfer_en_to_fr.before')
-        for method in expected:
-            if c.check(method in t['methods'], f'interventions.gender.transfer_en_to_fr: no {method} results'):
-                c.in_range(t['methods'][method]['after'], 1, float('inf'), f'interventions.gender.transfer.{method}.after')
-                check_cost(c, t['methods'][method]['cost'], f'interventions.gender.transfer.{method}.cost')
-    if 'topic' in section:
-        t = section['topic']
-        expected = ('senses', 'embedding') if backpack else ('embedding',)
-        for lang in ('en', 'fr'):
-            e = t['languages'].get(lang)
-            if not c.check(e is not None, f'interventions.topic: no {lang} results'):
-                continue
-            c.in_range(e['unedited']['ppl'], 1, float('inf'), f'interventions.topic.{lang}.unedited.ppl')
-            c.check(set(e['unedited']['topics']) == set(e['words']),
-                    f"interventions.topic.{lang}.unedited.topics: {sorted(e['unedited']['topics'])}, words of "
-                    f"{sorted(e['words'])}")
-            points = [(f'{lang}.unedited.{topic}', s, e['unedited']['generations'], e['words'][topic]['counted_half'])
-                      for topic, s in e['unedited']['topics'].items() if topic in e['words']]
-            for topic, info in e['words'].items():
-                where = f'interventions.topic.{lang}.words.{topic}'
-                steer, counted, steering = info['steer_half'], info['counted_half'], info['steering_words']
-                c.check(bool(steer and counted) and not set(steer) & set(counted),
-                        f'{where}: steer_half {steer} and counted_half {counted} must be non-empty and disjoint')
-                c.check([steer, counted] == list(split_topic_words(info['words'], t['stem_prefix'])),
-                        f'{where}: steer_half / counted_half are not split_topic_words of its words')
-                c.check(not set(steering) & set(counted),
-                        f'{where}.steering_words: counted words {sorted(set(steering) & set(counted))} steer')
-                c.check(sorted([*steering, *info['dropped_from_steering']]) == sorted(steer),
-                        f'{where}.steering_words: {steering} and the dropped {sorted(info["dropped_from_steering"])} '
-                        f'are not the steer_half {steer}')
-                for method in expected:
-                    curve = e['methods'].get(method, {}).get(topic)
-                    if info['steering_words']:
-                        c.check(curve is not None and [p['strength'] for p in curve] == t['strengths'],
-                                f'interventions.topic.{lang}.{method}.{topic}: not one result per strength')
-                    for p in curve or []:
-                        points.append((f"{lang}.{method}.{topic}.{p['strength']}", p, p['generations'], counted))
-                        c.in_range(p['ppl'], 1, float('inf'), f"interventions.topic.{lang}.{method}.{topic}.ppl")
-            n_generations = len(e['prompts']) * t['samples_per_prompt']
-            for where, p, texts, counted in points:
-                for key in ('share', 'frequency'):
-                    c.in_range(p[key], 0, 1, f'interventions.topic.{where}.{key}')
-                c.check(len(texts) == p['n_generations'] == n_generations,
-                        f"interventions.topic.{where}.generations: {len(texts)} stored, n_generations "
-                        f"{p['n_generations']}, {len(e['prompts'])} prompts x {t['samples_per_prompt']} samples")
-                again = topic_stats(texts, counted)  # from the stored texts and the counted half
-                for key in ('share', 'frequency', 'n_words'):
-                    c.same(p[key], again[key], f'interventions.topic.{where}.{key}')
-    if 'false_friends' in section and 'skipped' not in section['false_friends']:
-        f = section['false_friends']
-        bounds = {'embedding_cosine': (-1, 1), 'sense_cosine': (-1, 1), 'topk_shared': (0, 1), 'shared_senses': (0, k)}
-        expected = list(bounds) if backpack else ['embedding_cosine']
-        for subset, tests in f['tests'].items():
-            if 'skipped' in tests:
-                continue
-            c.check(sorted(tests) == sorted(expected), f'interventions.false_friends.{subset}: tests {sorted(tests)}')
-            for name, r in tests.items():
-                where = f'interventions.false_friends.{subset}.{name}'
-                c.in_range(r['p_value'], 0, 1, f'{where}.p_value')
-                c.in_range(r['p_holm'], 0, 1, f'{where}.p_holm')
-                c.sanity(r['p_holm'] >= r['p_value'], f"{where}.p_holm = {r['p_holm']} < its p_value {r['p_value']}")
-                for key in ('cognates_mean', 'false_friends_mean'):
-                    c.in_range(r[key], bounds[name][0] - 1e-6, bounds[name][1] + 1e-6, f'{where}.{key}')
-                c.sanity(r['n_cognates'] >= 2 and r['n_false_friends'] >= 2, f'{where}: fewer than 2 pairs in a group')
-        c.check('all' in f['tests'], 'interventions.false_friends: no test on all pairs')
-        # Holm over the family of every test reported, from the raw p-values
-        family = [(subset, name) for subset, tests in f['tests'].items() if 'skipped' not in tests for name in tests]
-        c.check(f['holm_family'] == [f'{s}.{n}' for s, n in family],
-                f"interventions.false_friends.holm_family = {f['holm_family']}, not every test reported")
-        for (subset, name), q in zip(family, holm([f['tests'][s][n]['p_value'] for s, n in family])):
-            r = f['tests'][subset][name]
-            c.same(r['p_holm'], q, f'interventions.false_friends.{subset}.{name}.p_holm (Holm over the {len(family)} '
-                                   f'p_values of holm_family)')
-        # the per-pair values behind the tests, and the tests recomputed from them
-        for i, e in enumerate(f['per_pair']):
-            where = f"interventions.false_friends.per_pair[{i}] ({e['en']}/{e['fr']})"
-            if e['controlled']:
-                c.check(min(e['train_count'].values()) >= f['min_count'],
-                        f"{where}.controlled: train_count {e['train_count']} under min_count {f['min_count']}")
-            if backpack:
-                shared = sum(x > th for x, th in zip(e['sense_cosine'], f['shared_threshold']))
-                c.check(e['shared_senses'] == shared,
-                        f"{where}.shared_senses = {e['shared_senses']}, its sense_cosine over shared_threshold gives "
-                        f"{shared}")
-        n_resamples = f['tests'][family[0][0]][family[0][1]]['n_resamples'] if family else 9999
-        again = pair_tests(f['per_pair'], expected, n_resamples, f['seed'])
-        c.check(sorted(again) == sorted(f['tests']) and all(('skipped' in again[s]) == ('skipped' in f['tests'][s])
-                                                              for s in again),
-                f"interventions.false_friends.tests: subsets {sorted(f['tests'])}, per_pair gives {sorted(again)} "
-                f"(skipped: {[s for s in again if 'skipped' in again[s]]})")
-        for subset, name in family:
-            r, q = f['tests'][subset][name], again.get(subset, {}).get(name, {})
-            for key in ('cognates_mean', 'false_friends_mean', 'n_cognates', 'n_false_friends', 'p_value', 'p_holm'):
-                c.same(r[key], q.get(key, math.nan), f'interventions.false_friends.{subset}.{name}.{key} (from per_pair)')
-
-
-def check_cost(c, cost, where):
-    """An edit's val cost: scored documents among the affected ones, each with an edited token, and finite
-    NLL / bits per byte exactly when some were scored; the bits per byte and delta_bpb_val recomputed from
-    the mean NLLs and the token and byte counts (bpb = nll tokens / (bytes ln 2))."""
-    scored = cost['documents_scored']
-    c.sanity(0 <= scored <= cost['documents_affected'] and cost['edited_positions'] >= scored,
-             f'{where}: {scored} documents scored of {cost["documents_affected"]}, {cost["edited_positions"]} edited tokens')
-    for key in ('nll_before', 'nll_after', 'bpb_before', 'bpb_after'):
-        if scored:
-            c.in_range(cost[key], 0, 64, f'{where}.{key}')
-        else:
-            c.check(cost[key] is None, f'{where}.{key}: {cost[key]!r} without a scored document')
-    c.in_range(cost['delta_bpb_val'], -64, 64, f'{where}.delta_bpb_val')
-    n_bytes, val_bytes = c.stored(cost, 'bytes_scored', where), c.stored(cost, 'val_bytes', where)
-    if scored and n_bytes and val_bytes:
-        sums = {key: cost[f'nll_{key}'] * cost['tokens_scored'] for key in ('before', 'after')}
-        for key, nll in sums.items():
-            c.same(cost[f'bpb_{key}'], nll / (n_bytes * math.log(2)), f'{where}.bpb_{key}')
-        c.same(cost['delta_bpb_val'], (sums['after'] - sums['before']) / (val_bytes * math.log(2)),
-               f'{where}.delta_bpb_val', abs_tol=1e-15)
-    else:
-        c.check(cost['delta_bpb_val'] == 0, f"{where}.delta_bpb_val = {cost['delta_bpb_val']} without a scored document")
-
-
-def intervention_lines(section):
-    """One line per intervention result, next to its baseline (printed; not part of the banner's gaps)."""
-    lines = []
-    for lang, e in section.get('gender', {}).get('languages', {}).items():
-        after = ', '.join(f"{m} {r['after']:.3f}" for m, r in e['methods'].items())
-        lines.append(f"gender bias ratio {lang.upper()} (test professions): {e['before']['test']:.3f} before; after {after}")
-    if 'gender' in section:
-        t = section['gender']['transfer_en_to_fr']
-        lines.append(f"gender bias ratio EN->FR transfer: {t['before']:.3f} before; after "
-                     + ', '.join(f"{m} {r['after']:.3f}" for m, r in t['methods'].items()))
-    for lang, e in section.get('topic', {}).get('languages', {}).items():
-        for method, by_topic in e['methods'].items():
-            top = {topic: curve[-1] for topic, curve in by_topic.items()}
-            lines.append(f"topic {lang.upper()} {method}, strongest setting: " + '; '.join(
-                f"{topic} share {p['share']:.2f} (unedited {e['unedited']['topics'][topic]['share']:.2f}), ppl {p['ppl']:.1f}"
-                for topic, p in top.items()) + f" (unedited ppl {e['unedited']['ppl']:.1f})")
-    for subset, tests in section.get('false_friends', {}).get('tests', {}).items():
-        if 'skipped' not in tests:
-            lines.append(f"false friends vs cognates ({subset}): " + '; '.join(
-                f"{name} {r['false_friends_mean']:.3f} vs {r['cognates_mean']:.3f}, p {r['p_value']:.3g} "
-                f"(Holm {r['p_holm']:.3g})" for name, r in tests.items()))
-    return lines
+    for name, experiment in interventions.MODULES.items():
+        if name in section:
+            experiment.check(c, section[name], results['model'])
 
 
 def check_senses(c, results, tok, out_dir):
@@ -687,11 +509,11 @@ def below_baselines(comparisons):
 
 
 def verify_interventions_file(path, out_dir, committed=False):
-    """Check an experiments/interventions.py output on its own: (Checks, lines, no comparisons)."""
+    """Check an output of python -m experiments.interventions on its own: (Checks, lines, no comparisons)."""
     results = evaluate.read_results(path)
     stale = None if committed else evaluate.stale_results(results, out_dir)
     if stale:
-        raise DataError(f"{path} is stale: {stale}; rerun experiments/interventions.py --out_dir {out_dir}")
+        raise DataError(f"{path} is stale: {stale}; rerun python -m experiments.interventions --out_dir {out_dir}")
     c = Checks()
     try:
         for where, value in numbers(results):
@@ -700,7 +522,7 @@ def verify_interventions_file(path, out_dir, committed=False):
         check_interventions(c, results, path)
         lines = intervention_lines(results.get('interventions', {}))
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
-        raise DataError(f"{path} is malformed ({type(e).__name__}: {e}): rerun experiments/interventions.py "
+        raise DataError(f"{path} is malformed ({type(e).__name__}: {e}): rerun python -m experiments.interventions "
                         f"--out_dir {out_dir}") from None
     return c, lines, []
 
@@ -708,7 +530,7 @@ def verify_interventions_file(path, out_dir, committed=False):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out_dir', required=True)
-    p.add_argument('--interventions_file', help='check only this output of experiments/interventions.py for out_dir')
+    p.add_argument('--interventions_file', help='check only this output of python -m experiments.interventions for out_dir')
     p.add_argument('--strict', action='store_true',
                    help='also exit 1 when a result is not above its baseline (the sanity checks passing is not enough)')
     p.add_argument('--committed', action='store_true',

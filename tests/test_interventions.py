@@ -1,4 +1,4 @@
-"""experiments/interventions.py: the exactness of sense edits on constructed models (the log-linear
+"""experiments/interventions/: the exactness of sense edits on constructed models (the log-linear
 prediction, an absent word, untouched weights), the metrics against hand-computed values, the word
 lists, and the command line on the tiny models with verify_evaluation.py's checks of its results."""
 import copy
@@ -204,9 +204,9 @@ def test_word_lists():
     assert all(f.name in readme for f in iv.DATA_DIR.glob('*.tsv'))
 
 
-def run(script, *args):
-    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+def run(*command):
+    """python COMMAND in the repository: a script (or -m and a module) and its arguments."""
+    return subprocess.run([sys.executable, *map(str, command)], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 SMALL = ['--samples', 1, '--max_new_tokens', 6, '--strengths', 1, 8, '--cost_documents', 20]
@@ -214,7 +214,7 @@ SMALL = ['--samples', 1, '--max_new_tokens', 6, '--strengths', 1, 8, '--cost_doc
 
 def test_cli_on_the_tiny_backpack_and_verify(tiny_backpack_dir, tmp_path):
     out = tmp_path / 'interventions.json'
-    result = run('experiments/interventions.py', '--out_dir', tiny_backpack_dir, '--output', out, *SMALL)
+    result = run('-m', 'experiments.interventions', '--out_dir', tiny_backpack_dir, '--output', out, *SMALL)
     assert result.returncode == 0, result.stderr[-3000:]
     assert '## Sense interventions' in result.stdout
     r = json.loads(out.read_text())
