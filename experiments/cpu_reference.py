@@ -42,6 +42,9 @@ command after an interruption continues where it stopped:
             over the seeds collected so far: <size>/seeds.{json,md} (means over seeds with intervals holding
             the seeds' variance, paired Backpack − twin and − wide differences) and seeds.md (size M beside S).
 
+  release   export_hf.py of seed 0 of each size-S model into its collected evidence, <model>_seed0/hf/ (the
+            weights, about 30 MB for the three; what the export shares with the evidence is linked, not copied).
+
 Runs go one after another: each gets the whole machine.
 """
 import argparse
@@ -60,7 +63,7 @@ from errors import MissingFileError, UserError, run_main  # noqa: E402
 from experiments.cpu_sweep import fitted_iters, probe_ms_per_iter  # noqa: E402
 
 MODELS = ('backpack', 'transformer', 'transformer_wide')
-STEPS = ('plan', 'train', 'evaluate', 'compare', 'collect')
+STEPS = ('plan', 'train', 'evaluate', 'compare', 'collect', 'release')
 # each size: train.py settings over the config's. S is the recipe itself; M the sweep's next size up
 # (results/cpu_reference/sweep/sweep.json, d192-L3-k16-T128: n_embd % n_head == 0 and n_embd % n_senses == 0)
 SIZES = {'S': {}, 'M': {'n_embd': 192, 'n_layer': 3, 'n_head': 3, 'learning_rate': 1.5e-3}}
@@ -72,6 +75,7 @@ EVIDENCE = ('evaluation_results.json', 'evaluation_report.md', 'training_log.jso
             'translation_*.json', 'meta.json', 'test.en', 'test.fr', 'tokenizer')
 SHARED = ('meta.json', 'test.en', 'test.fr', 'tokenizer')  # the data's: alike in every run, kept once
 TEXT_EVIDENCE = ('.json', '.md')  # rewritten with paths relative to the runs' checkout
+RELEASE = ('S', 0)  # the size and seed whose models are released with their weights (about 30 MB for the three)
 FIGURE_SEED = 0  # the figures of one seed are enough to look at; every seed's numbers are kept
 ALL_SEEDS_FIGURES = ('loss_curve.png',)
 FULL_COMMAND = ('python experiments/cpu_reference.py --data_dir data/europarl_bpe8k --sizes S M --seeds 0 1 2 '
@@ -99,13 +103,13 @@ class Runner:
     def __call__(self, step, model, cmd, log_path):
         shown = 'python ' + ' '.join([os.path.relpath(cmd[1], REPO), *map(str, cmd[2:])])
         print(f"[{step}] {model}: {shown}", flush=True)
-        t0 = time.time()
+        t0, revision = time.time(), git_revision()  # the code the command starts with
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, 'a') as log:
             proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         self.records.append({'step': step, 'model': model, 'command': shown, 'wall_s': round(time.time() - t0, 1),
                              'exit': proc.returncode, 'finished_at': time.strftime('%Y-%m-%d %H:%M:%S'),
-                             'git_revision': git_revision()})
+                             'git_revision': revision})
         self.path.write_text(json.dumps(self.records, indent=1))
         if proc.returncode:
             tail = Path(log_path).read_text(errors='replace').strip().splitlines()[-1:] or ['']
@@ -293,6 +297,14 @@ def evaluation_current(path, out_dir):
     return path.is_file() and evaluate.stale_results(json.loads(path.read_text()), out_dir) is None
 
 
+def extra_translations(args):
+    """(file name, set name, (EN file, FR file) or None for the out_dir's Europarl test, beam) of each translation
+    evaluated beside evaluation_results.json: Europarl at beam 4, each --test_sets set greedy and at beam 4."""
+    return [(f'translation_{set_name}_beam{beam}.json', set_name, files, beam)
+            for set_name, files in [('europarl', None), *args.test_sets] for beam in (1, EXTRA_BEAM)
+            if not (set_name == 'europarl' and beam == 1)]  # (greedy Europarl: in evaluation_results.json)
+
+
 def evaluate_models(args, run):
     for size, model, seed, out_dir in runs(args):
         name = run_name(size, model, seed)
@@ -300,17 +312,21 @@ def evaluate_models(args, run):
         if not evaluation_current(out_dir / 'evaluation_results.json', out_dir):
             run('evaluate', name, python('run_full_evaluation.py', '--out_dir', out_dir, '--device', 'cpu',
                                          '--translation_samples', args.translation_samples), log)
-        for set_name, files in [('europarl', None), *args.test_sets]:
-            for beam in (1, EXTRA_BEAM):
-                if set_name == 'europarl' and beam == 1:
-                    continue  # in evaluation_results.json
-                path = out_dir / f'translation_{set_name}_beam{beam}.json'
-                if evaluation_current(path, out_dir):
-                    continue
-                source = ['--src_file', files[0], '--tgt_file', files[1]] if files else []
-                run('evaluate', name, python('evaluate.py', '--out_dir', out_dir, '--device', 'cpu', '--translation',
-                                             '--translation_samples', args.translation_samples, *source,
-                                             '--beam_size', beam, '--output', path), log)
+        for file_name, _, files, beam in extra_translations(args):
+            path = out_dir / file_name
+            if evaluation_current(path, out_dir):
+                continue
+            source = ['--src_file', files[0], '--tgt_file', files[1]] if files else []
+            run('evaluate', name, python('evaluate.py', '--out_dir', out_dir, '--device', 'cpu', '--translation',
+                                         '--translation_samples', args.translation_samples, *source,
+                                         '--beam_size', beam, '--output', path), log)
+
+
+def evaluated(args, out_dir):
+    """Whether every evaluation of a run is there (evaluation_results.json and extra_translations'): collect
+    takes only those, so that a run still being evaluated is not committed half-way."""
+    return all((out_dir / name).is_file() for name in ['evaluation_results.json',
+                                                        *(f for f, *_ in extra_translations(args))])
 
 
 def compare(args, run):
@@ -390,7 +406,7 @@ def collect(args):
         for seed in seeds:
             for model in plan['sizes'][size]['models']:
                 out_dir = args.work_dir / run_name(size, model, seed)
-                if not (out_dir / 'evaluation_results.json').is_file():
+                if not evaluated(args, out_dir):
                     pending.append(run_name(size, model, seed))
                     continue
                 collected.append(run_name(size, model, seed))
@@ -437,6 +453,45 @@ def collect(args):
         for path, text in seed_statistics.outputs(target).items():  # the statistics over the seeds collected so far
             path.write_text(text, encoding='utf-8')
             print(f"[collect] {path.relative_to(target)}", flush=True)
+
+
+def release(args):
+    """Export the released models (RELEASE: seed 0 of size S) with export_hf.py into their collected evidence,
+    results/cpu_reference/S/<model>_seed0/hf/ (fp32 safetensors, config, tokenizers, model card, release.json),
+    unless the export there is already of the collected results; then link what the export holds alike with the
+    evidence beside it (its evaluation_results.json is the collected one, which verify_evaluation.py checks, and
+    its meta.json and tokenizer are the shared data's), so that nothing is committed twice."""
+    from experiments.eval_data import sha256_file
+    size, seed = RELEASE
+    for model in MODELS:
+        name = run_name(size, model, seed)
+        dest, hf = args.results / name, args.results / name / 'hf'
+        if not (dest / 'evaluation_results.json').is_file():
+            print(f"[release] {name}: not collected yet", flush=True)
+            continue
+        record = hf / 'release.json'
+        if not (record.is_file() and json.loads(record.read_text())['evaluation_results']['sha256']
+                == sha256_file(dest / 'evaluation_results.json')):
+            cmd = python('export_hf.py', '--out_dir', args.work_dir / name, '--hf_dir', hf, '--overwrite')
+            print(f"[release] {name}: {' '.join(map(str, cmd[1:]))}", flush=True)
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+            if proc.returncode:
+                raise UserError(f"export of {name} failed: {(proc.stderr.strip().splitlines() or [''])[-1]}")
+        for item, kept in (('evaluation_results.json', dest / 'evaluation_results.json'),
+                           ('meta.json', args.results / 'shared' / 'meta.json'),
+                           ('tokenizer', args.results / 'shared' / 'tokenizer')):
+            link_alike(hf / item, kept)
+        print(f"[release] {hf.relative_to(args.results)}", flush=True)
+
+
+def link_alike(path, kept):
+    """Replace `path` by a relative symlink to `kept` when both hold the same bytes (file or folder)."""
+    if path.is_symlink() or not path.exists() or not kept.exists() or path.is_dir() != kept.is_dir():
+        return
+    same = tree_sha256(path) == tree_sha256(kept) if path.is_dir() else path.read_bytes() == kept.read_bytes()
+    if same:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        path.symlink_to(os.path.relpath(kept, path.parent), target_is_directory=kept.is_dir())
 
 
 def test_set(text):
@@ -522,6 +577,8 @@ def main(argv=None):
         compare(args, run)
     if 'collect' in args.steps:
         collect(args)
+    if 'release' in args.steps:
+        release(args)
 
 
 if __name__ == '__main__':
