@@ -33,7 +33,9 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -434,13 +436,314 @@ def resume_command(argv, world):
     return shlex.join([*launcher, sys.argv[0], *kept, '--init_from', 'resume'])
 
 
-def save_resume_point(path, reason, model, optimizer, scaler, sampler, world, **state):
+class Processes(NamedTuple):
+    """How this process takes part in the run: its rank among `world` (one process: 0 of 1), its share of
+    each iteration's global batch, its device and precision."""
+    ddp: bool
+    rank: int
+    local_rank: int
+    world: int
+    accum: int  # micro-steps per iteration
+    micro_batch: int  # sequences per micro-step
+    dev: str
+    dtype_name: str
+    autocast: object
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+    @property
+    def device_type(self):
+        return 'cuda' if self.dev.startswith('cuda') else self.dev
+
+    @property
+    def tokens_per_iter(self):
+        return self.world * self.accum * self.micro_batch * block_size
+
+
+def set_up_processes():
+    """(Processes, a note on the batch split or None): torchrun's ranks join DDP's process group, one GPU
+    each; the precision that --dtype auto picks; a warning for the settings pathologically slow on the CPU."""
+    ddp = int(os.environ.get('RANK', -1)) != -1
+    dev = resolve_device(device)
+    rank, local_rank, world = 0, 0, 1
+    if ddp:
+        rank, local_rank, world = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), int(os.environ['WORLD_SIZE'])
+        if dev.startswith('cuda'):
+            dev = f'cuda:{local_rank}'
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend='nccl' if dev.startswith('cuda') else 'gloo')
+    accum, micro_batch, batch_note = split_batch(gradient_accumulation_steps, batch_size, world)
+    device_type = 'cuda' if dev.startswith('cuda') else dev
+    dtype_name = dtype
+    if dtype_name == 'auto':
+        dtype_name = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+    ptdtype = getattr(torch, dtype_name)
+    autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type, dtype=ptdtype)
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if rank == 0 and device_type == 'cpu' and ptdtype == torch.float16:
+        warn("--dtype float16 on the CPU is emulated and extremely slow (the scratch config did not finish one "
+             "iteration in 25 minutes); use --dtype float32 or bfloat16")
+    if rank == 0 and device_type == 'cpu' and compile:
+        warn("--compile on the CPU: at the scratch shape on 2 cores it compiled for 7 minutes and its iterations "
+             "were not faster; at config/train_europarl_cpu.py's it compiled in under a minute and ran 1.1-1.2x "
+             "faster (results/cpu_reference/speed): worth it only for small models and long runs")
+    return Processes(ddp, rank, local_rank, world, accum, micro_batch, dev, dtype_name, autocast), batch_note
+
+
+def make_model(ckpt, tokenizer, data_path, keys_set, master):
+    """The model --init_from asks for, on the CPU: ckpt.pt's (ckpt), the pretrained Backpack, or a new one.
+    What does not fit the data or the settings is a UserError; the model settings given now (keys_set)
+    that the model does not take are named in a warning, on rank 0."""
+    meta, ckpt_path = tokenizer.meta, os.path.join(out_dir, 'ckpt.pt')
+    if init_from == 'resume':
+        if ckpt is None:
+            raise MissingFileError(f"--init_from resume but {ckpt_path} does not exist")
+        if ckpt['model_type'] != model_type:
+            raise UserError(f"{ckpt_path} holds a {ckpt['model_type']} model, but --model_type is {model_type}; "
+                            f"resume it with --model_type {ckpt['model_type']} or use another --out_dir")
+        if ckpt['meta']['vocab_size'] != meta['vocab_size'] or ckpt['meta']['tokenizer'] != meta['tokenizer']:
+            raise UserError(f"{ckpt_path} was trained on data with another tokenizer/vocabulary than {data_path}")
+        model = model_from_checkpoint(ckpt)
+    elif init_from == 'backpack-small':
+        model = load_backpack_small(tokenizer, data_path)
+    else:
+        wanted = dict(block_size=block_size, vocab_size=meta['vocab_size'], n_layer=n_layer, n_head=n_head,
+                      n_embd=n_embd, n_senses=n_senses, dropout=dropout, bias=bias,
+                      sense_intermediate_scale=sense_intermediate_scale,
+                      scale_attn_by_inverse_layer_idx=scale_attn_by_inverse_layer_idx)
+        model = build_model(model_type, {f.name: wanted[f.name] for f in fields(ModelConfig) if f.name in wanted})
+    model_cfg = model.config
+    if model_cfg.block_size < block_size:
+        raise UserError(f"--block_size {block_size} exceeds the model's block_size {model_cfg.block_size}")
+    ignored = [k for k in MODEL_KEYS if k in keys_set and getattr(model_cfg, k) != globals()[k]]
+    if master and ignored:
+        warn(f"--init_from {init_from} keeps the model's own settings, ignoring "
+             + ', '.join(f"--{k} {globals()[k]!r} (the model has {getattr(model_cfg, k)!r})" for k in ignored))
+    return model
+
+
+def load_backpack_small(tokenizer, data_path):
+    """--init_from backpack-small: the Backpack of --pretrained_path (the hub's or an export_hf.py directory,
+    whose tokenizer the data must share), its position table cropped to --block_size."""
+    if model_type != 'backpack':
+        raise UserError("--init_from backpack-small loads a Backpack; use --model_type backpack")
+    meta = tokenizer.meta
+    exported = os.path.join(pretrained_path, 'tokenizer.json')
+    if os.path.isfile(exported) and not same_tokenizer(exported, tokenizer):
+        raise UserError(f"--init_from backpack-small: {pretrained_path} was trained with another tokenizer "
+                        f"than the data in {data_path}; prepare the data with its tokenizer")
+    try:
+        model = from_pretrained_backpack(pretrained_path, dropout=dropout)
+    except (FileNotFoundError, ValueError) as e:  # the one line names the setting to change
+        raise UserError(str(e) if '--pretrained_path' in str(e) else f"--pretrained_path {pretrained_path}: {e}") \
+            from None
+    if meta['vocab_size'] > model.config.vocab_size:
+        raise UserError(f"data vocab {meta['vocab_size']} exceeds the pretrained vocab {model.config.vocab_size}")
+    if meta['vocab_size'] < model.config.vocab_size:  # padding rows: never generated, never a top token
+        model.config.tokenizer_vocab_size = meta['vocab_size']
+    if block_size > model.config.block_size:
+        raise UserError(f"--block_size {block_size} exceeds the pretrained model's {model.config.block_size}")
+    model.crop_block_size(block_size)
+    return model
+
+
+def prepare_out_dir(data_path, replaced):
+    """Create out_dir, remove the files (`replaced`) of the run that --overwrite replaces, and copy in the
+    data's tokenizer and held-out files, so that evaluation needs only out_dir."""
+    os.makedirs(out_dir, exist_ok=True)
+    if init_from != 'resume':
+        for path in replaced:  # no mix of the old run's files with the new one's
+            os.remove(path)
+    for name in EVAL_FILES:
+        src = os.path.join(data_path, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(out_dir, name), dirs_exist_ok=True)
+        elif os.path.isfile(src):
+            shutil.copy(src, os.path.join(out_dir, name))
+
+
+def accelerator_peak(proc):
+    """Peak FLOP/s for the MFU: --peak_flops, else the GPU's dense bf16/fp16 peak (PEAK_FLOPS) when it trains
+    in one of those, else 0: unknown, and the log line gives TFLOP/s instead."""
+    return peak_flops or next((v for k, v in PEAK_FLOPS.items()
+                               if proc.device_type == 'cuda' and proc.dtype_name != 'float32'
+                               and k in torch.cuda.get_device_name(proc.dev)), 0.0)
+
+
+@dataclass
+class Progress:
+    """Where the run stands. ckpt.pt saves its first four fields."""
+    log: dict  # training_log.json: every iteration's loss, every evaluation
+    iter_num: int = 0
+    best_val_loss: float = float('inf')
+    evaluated_at: int = -1  # a resumed run does not evaluate this iteration again
+    saved_at: int = -1  # the iteration of this segment's last ckpt.pt
+    mfu: float = None  # percent, of the last log interval (known GPUs only)
+    started: float = 0.0  # time.time() at the run's start, its earlier segments counted
+
+    def start_clock(self):
+        """The budget (--max_minutes) counts the earlier segments' time: the log's elapsed_s (in an older log,
+        its last evaluation's)."""
+        evals = self.log['evals']
+        self.started = time.time() - self.log.get('elapsed_s', evals[-1]['elapsed_s'] if evals else 0.0)
+
+    def elapsed(self):
+        """Seconds since the run's start, its earlier segments counted."""
+        return time.time() - self.started
+
+
+def past_budget(run):
+    """Whether the run's wall-clock budget (--max_minutes, 0: none) is spent."""
+    return max_minutes > 0 and run.elapsed() >= 60 * max_minutes
+
+
+def stop_reason(agreed, world, run):
+    """Why the run stops now, if it does: 'signal' (SIGTERM/SIGINT), 'time' (--max_minutes spent),
+    'max_iters', or None. DDP ranks must stop at the same iteration (one stopping alone would leave the others
+    waiting in their next all-reduce), so they go by `agreed`: the (signal, time) flags of record_losses'
+    all-reduce at the last log interval or evaluation. One process needs no agreement (record_losses would
+    return its own flags), so it reads them now, between two micro-steps too: it stops at the next safe
+    point, and a resume continues from there exactly."""
+    signalled, late = agreed if world > 1 else (_stop_requested, agreed[1] or past_budget(run))
+    return 'signal' if signalled else 'time' if late else 'max_iters' if run.iter_num >= max_iters else None
+
+
+def from_rank0(obj, world):
+    """Rank 0's obj on every rank (a collective under DDP)."""
+    if world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def evaluate_and_save(run, eval_model, raw_model, eval_sources, tokenizer, proc, trackers, run_info, save):
+    """The evaluation at run.iter_num: the 4 splits' losses, val_en/val_fr perplexity and bits per byte, the
+    probe words' senses (Backpack). Rank 0 prints it, writes training_log.json, the trackers and best.pt (when
+    val improves); every rank then saves ckpt.pt (a collective). False when a signal stopped it: it runs
+    again on resume."""
+    it, meta = run.iter_num, tokenizer.meta
+    stats = estimate_loss(eval_model, eval_sources, proc.dev, proc.autocast, f"eval {it}") if proc.master else None
+    if stats is not None:
+        for lang in ('en', 'fr'):
+            split, nll = meta['splits'][f'val_{lang}'], stats[f'val_{lang}']
+            stats[f'val_{lang}_ppl'] = math.exp(nll)
+            stats[f'val_{lang}_bpb'] = nll * split['tokens'] / split['bytes'] / math.log(2)
+        if model_type == 'backpack':
+            stats['senses'] = probe_senses(raw_model, tokenizer, proc.dev)
+    stats = from_rank0(stats, proc.world)
+    if stats is None:
+        return False
+    run.evaluated_at = it
+    run.log['evals'].append({'iter': it, 'lr': get_lr(it), 'tokens_seen': it * proc.tokens_per_iter,
+                             'elapsed_s': run.elapsed(), **stats})
+    improved = stats['val'] < run.best_val_loss
+    if improved:
+        run.best_val_loss = stats['val']
+    if proc.master:
+        print(f"eval {it}: train {stats['train']:.4f} val {stats['val']:.4f} | "
+              f"val_en ppl {stats['val_en_ppl']:.2f} bpb {stats['val_en_bpb']:.3f} | "
+              f"val_fr ppl {stats['val_fr_ppl']:.2f} bpb {stats['val_fr_bpb']:.3f}", flush=True)
+        save_json(run.log, os.path.join(out_dir, 'training_log.json'))
+        metrics = {'iter': it, 'train/loss': stats['train'], 'val/loss': stats['val'], 'lr': get_lr(it),
+                   **{f'val_{lang}/{key}': stats[f'val_{lang}{suffix}'] for lang in ('en', 'fr')
+                      for key, suffix in (('loss', ''), ('ppl', '_ppl'), ('bpb', '_bpb'))}}
+        for log_metrics, _ in trackers:
+            log_metrics(metrics if run.mfu is None else {**metrics, 'mfu': run.mfu})
+        if improved:
+            save_checkpoint(best_checkpoint(raw_model, iter_num=it, val_loss=run.best_val_loss, **run_info),
+                            os.path.join(out_dir, 'best.pt'))
+    if it > 0 and (improved or always_save_checkpoint):
+        run.log['elapsed_s'], run.log['iter_num'] = run.elapsed(), it
+        save('val improved' if improved else 'evaluation', run)
+    return True
+
+
+def train_step(model, no_sync, optimizer, scaler, batches, proc, lr, stop):
+    """One iteration: every rank draws the same global batch and trains on its slice of it. Returns its loss
+    (on the device), or None when stop() says so between two micro-steps or after the last: the iteration
+    is then dropped, and the sampler and RNGs are put back to its start, as a resume point."""
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+    sampler_before, rng_before = batches.state_dict(), rng_state()
+    shape = (proc.world, proc.accum, proc.micro_batch)
+    starts = batches.starts(math.prod(shape)).reshape(shape)[proc.rank]
+    loss_sum = torch.zeros((), device=proc.dev)
+    for micro, ix in enumerate(starts):
+        if stop():
+            break
+        with nullcontext() if micro == proc.accum - 1 else no_sync():  # DDP all-reduces once per iteration
+            X, Y = batches.windows(ix)
+            with proc.autocast:
+                _, loss = model(X.to(proc.dev), Y.to(proc.dev))
+                loss = loss / proc.accum
+            scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+    if stop():
+        optimizer.zero_grad(set_to_none=True)
+        batches.load_state_dict(sampler_before)
+        set_rng_state(rng_before)
+        return None
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
+
+
+def print_progress(run, dt, tokens_per_iter, flops_per_iter, peak, dev):
+    """The line of a log interval, dt being its seconds per iteration; returns its MFU in percent (None when
+    the peak is unknown)."""
+    mfu = 100 * flops_per_iter / dt / peak if peak else None
+    speed = f"mfu {mfu:.1f}%" if peak else f"{flops_per_iter / dt / 1e12:.2f} TFLOP/s"
+    eta = (max_iters - run.iter_num) * dt
+    memory = f", peak memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" if dev.startswith('cuda') else ''
+    print(f"iter {run.iter_num}: loss {run.log['train_loss'][-1]:.4f}, lr {get_lr(run.iter_num - 1):.2e}, "
+          f"{dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s, {speed}{memory}, eta {eta / 60:.1f} min",
+          flush=True)
+    return mfu
+
+
+def save_resume_point(path, model, optimizer, scaler, sampler, world, run_info, reason, run):
     """Write ckpt.pt (rank 0) with every rank's RNG states: a collective, so every rank calls it."""
     rng = gather_rng_states(sampler.state_dict(), world)
+    run.saved_at = run.iter_num
     if dist.is_initialized() and dist.get_rank() != 0:
         return
-    save_checkpoint(resume_checkpoint(model, optimizer, scaler, rng, **state), path)
-    print(f"saved {path} at iter {state['iter_num']} ({reason})", flush=True)
+    save_checkpoint(resume_checkpoint(model, optimizer, scaler, rng, iter_num=run.iter_num,
+                                      best_val_loss=run.best_val_loss, evaluated_at=run.evaluated_at,
+                                      training_log=run.log, **run_info), path)
+    print(f"saved {path} at iter {run.iter_num} ({reason})", flush=True)
+
+
+def end_run(run, why, pending, proc, trackers, save):
+    """The last losses into the log, ckpt.pt where the loop stopped (unless saved there), training_log.json;
+    then the trackers closed and the last line: after a signal, the command that continues the run."""
+    record_losses(run.log, pending, proc.world, proc.dev, run.iter_num, os.path.join(out_dir, 'ckpt.pt'))
+    # where the run stands: its last evaluation can be short of max_iters (evaluations come every eval_interval)
+    run.log['elapsed_s'], run.log['iter_num'] = run.elapsed(), run.iter_num
+    if run.saved_at != run.iter_num:
+        save('interrupted by signal' if why == 'signal' else 'end of run', run)
+    if not proc.master:
+        return
+    save_json(run.log, os.path.join(out_dir, 'training_log.json'))
+    for _, close in trackers:
+        close()
+    if why == 'signal':
+        print(f"stopped by signal at iter {run.iter_num}; continue with: {resume_command(sys.argv[1:], proc.world)}",
+              flush=True)
+        return
+    if why == 'time':
+        print(f"time budget of {max_minutes:g} min reached at iter {run.iter_num} ({run.log['elapsed_s'] / 60:.1f} min "
+              f"in all)")
+    from experiments.plots import plot_loss_curves
+    plot_loss_curves({model_type: run.log}, os.path.join(out_dir, 'loss_curve.png'))
 
 
 def main():
@@ -460,270 +763,86 @@ def main():
         raise UserError(f"there is already {' and '.join(existing)}: continue that run with --init_from resume, "
                         f"train into another --out_dir, or pass --overwrite to replace it")
 
-    # ---- processes, device, precision
-    ddp = int(os.environ.get('RANK', -1)) != -1
-    dev = resolve_device(device)
-    rank, local_rank, world = 0, 0, 1
-    if ddp:
-        rank, local_rank, world = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), int(os.environ['WORLD_SIZE'])
-        if dev.startswith('cuda'):
-            dev = f'cuda:{local_rank}'
-            torch.cuda.set_device(dev)
-        dist.init_process_group(backend='nccl' if dev.startswith('cuda') else 'gloo')
-    master = rank == 0
-    accum, micro_batch, batch_note = split_batch(gradient_accumulation_steps, batch_size, world)
-    device_type = 'cuda' if dev.startswith('cuda') else dev
-    ptdtype_name = dtype
-    if ptdtype_name == 'auto':
-        ptdtype_name = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
-    ptdtype = getattr(torch, ptdtype_name)
-    autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type, dtype=ptdtype)
-    if device_type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if master and device_type == 'cpu' and ptdtype == torch.float16:
-        warn("--dtype float16 on the CPU is emulated and extremely slow (the scratch config did not finish one "
-             "iteration in 25 minutes); use --dtype float32 or bfloat16")
-    if master and device_type == 'cpu' and compile:
-        warn("--compile on the CPU: at the scratch shape on 2 cores it compiled for 7 minutes and its iterations "
-             "were not faster; at config/train_europarl_cpu.py's it compiled in under a minute and ran 1.1-1.2x "
-             "faster (results/cpu_reference/speed): worth it only for small models and long runs")
-    torch.manual_seed(seed + rank)  # dropout masks differ between ranks (the weights come from rank 0)
-
-    # ---- data
+    proc, batch_note = set_up_processes()
+    torch.manual_seed(seed + proc.rank)  # dropout masks differ between ranks (the weights come from rank 0)
     tokenizer = load_tokenizer(data_path)
     meta = tokenizer.meta
-    bin_dtype = np.dtype(meta['dtype'])
 
-    # ---- model
-    if init_from == 'resume':
-        if ckpt is None:
-            raise MissingFileError(f"--init_from resume but {ckpt_path} does not exist")
-        if ckpt['model_type'] != model_type:
-            raise UserError(f"{ckpt_path} holds a {ckpt['model_type']} model, but --model_type is {model_type}; "
-                            f"resume it with --model_type {ckpt['model_type']} or use another --out_dir")
-        if ckpt['meta']['vocab_size'] != meta['vocab_size'] or ckpt['meta']['tokenizer'] != meta['tokenizer']:
-            raise UserError(f"{ckpt_path} was trained on data with another tokenizer/vocabulary than {data_path}")
-        model = model_from_checkpoint(ckpt)
-    elif init_from == 'backpack-small':
-        if model_type != 'backpack':
-            raise UserError("--init_from backpack-small loads a Backpack; use --model_type backpack")
-        exported = os.path.join(pretrained_path, 'tokenizer.json')
-        if os.path.isfile(exported):  # an export_hf.py directory: its own tokenizer, which the data must share
-            if not same_tokenizer(exported, tokenizer):
-                raise UserError(f"--init_from backpack-small: {pretrained_path} was trained with another tokenizer "
-                                f"than the data in {data_path}; prepare the data with its tokenizer")
-        try:
-            model = from_pretrained_backpack(pretrained_path, dropout=dropout)
-        except (FileNotFoundError, ValueError) as e:  # the one line names the setting to change
-            raise UserError(str(e) if '--pretrained_path' in str(e) else f"--pretrained_path {pretrained_path}: {e}") \
-                from None
-        if meta['vocab_size'] > model.config.vocab_size:
-            raise UserError(f"data vocab {meta['vocab_size']} exceeds the pretrained vocab {model.config.vocab_size}")
-        if meta['vocab_size'] < model.config.vocab_size:  # padding rows: never generated, never a top token
-            model.config.tokenizer_vocab_size = meta['vocab_size']
-        if block_size > model.config.block_size:
-            raise UserError(f"--block_size {block_size} exceeds the pretrained model's {model.config.block_size}")
-        model.crop_block_size(block_size)
-    else:
-        wanted = dict(block_size=block_size, vocab_size=meta['vocab_size'], n_layer=n_layer, n_head=n_head,
-                      n_embd=n_embd, n_senses=n_senses, dropout=dropout, bias=bias,
-                      sense_intermediate_scale=sense_intermediate_scale,
-                      scale_attn_by_inverse_layer_idx=scale_attn_by_inverse_layer_idx)
-        model = build_model(model_type, {f.name: wanted[f.name] for f in fields(ModelConfig) if f.name in wanted})
-    model_cfg = model.config
-    if model_cfg.block_size < block_size:
-        raise UserError(f"--block_size {block_size} exceeds the model's block_size {model_cfg.block_size}")
-    ignored = [k for k in MODEL_KEYS if k in keys_set and getattr(model_cfg, k) != globals()[k]]
-    if master and ignored:
-        warn(f"--init_from {init_from} keeps the model's own settings, ignoring "
-             + ', '.join(f"--{k} {globals()[k]!r} (the model has {getattr(model_cfg, k)!r})" for k in ignored))
-    if master and resume_differs:
+    # ---- model, optimizer, batches; on resume, their states and where the run stands
+    raw_model = make_model(ckpt, tokenizer, data_path, keys_set, proc.master)
+    if proc.master and resume_differs:
         print("note: --init_from resume continues the saved run's settings, except these given now: "
               + ', '.join(resume_differs))
-    raw_model = model.to(dev)
-
-    optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-    scaler = torch.amp.GradScaler(device_type, enabled=(ptdtype == torch.float16))
-    train_batches = Batches(os.path.join(data_path, 'train.bin'), bin_dtype, block_size, micro_batch, seed)
+    raw_model = raw_model.to(proc.dev)
+    optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), proc.device_type)
+    scaler = torch.amp.GradScaler(proc.device_type, enabled=(proc.dtype_name == 'float16'))
+    bin_dtype = np.dtype(meta['dtype'])
+    train_batches = Batches(os.path.join(data_path, 'train.bin'), bin_dtype, block_size, proc.micro_batch, seed)
     eval_sources = {name: Batches(os.path.join(data_path, f'{name}.bin'), bin_dtype, block_size, batch_size, 0)
                     for name in ('train', 'val', 'val_en', 'val_fr')}
-
-    iter_num, best_val_loss, evaluated_at = 0, float('inf'), -1
-    log = {'model_type': model_type, 'config': config, 'machine': system.machine(dev), 'train_loss': [], 'evals': []}
-    if ckpt is not None:
-        written_by = restore_training(ckpt, optimizer, scaler, train_batches, rank)
-        iter_num, best_val_loss, evaluated_at = ckpt['iter_num'], ckpt['best_val_loss'], ckpt['evaluated_at']
-        log = ckpt['training_log']
-        if written_by != world and master:
-            print(f"note: checkpoint written by {written_by} process(es), resuming with {world}: the batches "
+    if ckpt is None:
+        run = Progress({'model_type': model_type, 'config': config, 'machine': system.machine(proc.dev),
+                        'train_loss': [], 'evals': []})
+    else:
+        written_by = restore_training(ckpt, optimizer, scaler, train_batches, proc.rank)
+        run = Progress(ckpt['training_log'], ckpt['iter_num'], ckpt['best_val_loss'], ckpt['evaluated_at'])
+        if written_by != proc.world and proc.master:
+            print(f"note: checkpoint written by {written_by} process(es), resuming with {proc.world}: the batches "
                   f"are the same (at the same global batch size), the dropout masks are not")
         ckpt = None  # free the memory
-    run_info = dict(config=config, model_type=model_type, model_args=asdict(model_cfg), meta=meta)
+    run_info = dict(config=config, model_type=model_type, model_args=asdict(raw_model.config), meta=meta)
+    save = partial(save_resume_point, ckpt_path, raw_model, optimizer, scaler, train_batches, proc.world, run_info)
 
-    model = torch.compile(raw_model) if compile else raw_model
-    eval_model = model
-    if ddp:
-        model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+    model = eval_model = torch.compile(raw_model) if compile else raw_model
+    if proc.ddp:
+        model = DDP(model, device_ids=[proc.local_rank] if proc.device_type == 'cuda' else None)
+    no_sync = model.no_sync if proc.ddp else nullcontext  # for the micro-steps before an iteration's last
 
-    if master:
-        os.makedirs(out_dir, exist_ok=True)
-        if init_from != 'resume':
-            for path in existing:  # --overwrite: no mix of the old run's files with the new one's
-                os.remove(path)
-        # out_dir carries the data's tokenizer and held-out files, so evaluation needs only out_dir
-        for name in EVAL_FILES:
-            src = os.path.join(data_path, name)
-            if os.path.isdir(src):
-                shutil.copytree(src, os.path.join(out_dir, name), dirs_exist_ok=True)
-            elif os.path.isfile(src):
-                shutil.copy(src, os.path.join(out_dir, name))
+    if proc.master:
+        prepare_out_dir(data_path, existing)
         print(f"{model_type}: {raw_model.param_counts()['total']:,} parameters; "
-              f"data {data_path} (vocab {meta['vocab_size']}); device {dev} {ptdtype_name}; "
-              f"{world} process(es) x {accum} micro-steps x {micro_batch} x {block_size} tokens per iteration; "
-              f"evaluation every {eval_interval} iterations on 4 splits x {eval_iters} batches", flush=True)
+              f"data {data_path} (vocab {meta['vocab_size']}); device {proc.dev} {proc.dtype_name}; "
+              f"{proc.world} process(es) x {proc.accum} micro-steps x {proc.micro_batch} x {block_size} tokens per "
+              f"iteration; evaluation every {eval_interval} iterations on 4 splits x {eval_iters} batches", flush=True)
         if batch_note:
             print(f"note: {batch_note}")
-    trackers = open_trackers(config) if master else []
+    trackers = open_trackers(config) if proc.master else []
+    flops_per_iter = flops_per_token(model_type, raw_model.config, block_size) * proc.tokens_per_iter
+    peak = accelerator_peak(proc)
 
-    tokens_per_iter = world * accum * micro_batch * block_size
-    peak = peak_flops or next((v for k, v in PEAK_FLOPS.items()
-                               if device_type == 'cuda' and ptdtype != torch.float32
-                               and k in torch.cuda.get_device_name(dev)), 0.0)
-    train_flops_per_iter = flops_per_token(model_type, model_cfg, block_size) * tokens_per_iter
-
-    # ---- the loop
-    pending = []  # this log interval's losses, still on the device
-    last_mfu = None  # percent, of the last log interval (known GPUs only)
-    saved_at, stopping, out_of_time = -1, False, False
-    t0, t_interval, it_interval = time.time(), time.time(), iter_num
-    elapsed0 = log.get('elapsed_s', log['evals'][-1]['elapsed_s'] if log['evals'] else 0.0)  # earlier segments
+    # ---- the loop: evaluate when due, stop when the run ends, else train one iteration
+    agreed = (False, False)  # the (signal, time) stop flags that the ranks last agreed on (record_losses)
+    pending = []  # the losses since the last log line, still on the device: the loop syncs only there
+    run.start_clock()
+    interval = (time.time(), run.iter_num)
     while True:
-        if stopping or (not ddp and _stop_requested):
-            stopping = True
+        why = stop_reason(agreed, proc.world, run)
+        # evaluate at an iteration boundary where every rank is (and once more when the time is up)
+        due = (run.iter_num % eval_interval == 0 or why == 'time') and run.iter_num != run.evaluated_at
+        if due and why != 'signal':
+            agreed = record_losses(run.log, pending, proc.world, proc.dev, run.iter_num, ckpt_path, why == 'time')
+            if agreed[0] or not evaluate_and_save(run, eval_model, raw_model, eval_sources, tokenizer, proc,
+                                                  trackers, run_info, save):
+                why = 'signal'
+            interval = (time.time(), run.iter_num)  # keep evaluation out of ms/iter
+        if why:
             break
-        if not ddp:  # DDP ranks decide together, in record_losses at log_interval
-            out_of_time = out_of_time or (max_minutes > 0 and elapsed0 + time.time() - t0 >= 60 * max_minutes)
-
-        # evaluate, at an iteration boundary where every rank is (and once more when the time is up)
-        if (iter_num % eval_interval == 0 or out_of_time) and iter_num != evaluated_at:
-            stopping, out_of_time = record_losses(log, pending, world, dev, iter_num, ckpt_path, out_of_time)
-            if stopping:
-                break
-            stats = estimate_loss(eval_model, eval_sources, dev, autocast, f"eval {iter_num}") if master else None
-            if master and stats is not None:
-                for lang in ('en', 'fr'):
-                    split, nll = meta['splits'][f'val_{lang}'], stats[f'val_{lang}']
-                    stats[f'val_{lang}_ppl'] = math.exp(nll)
-                    stats[f'val_{lang}_bpb'] = nll * split['tokens'] / split['bytes'] / math.log(2)
-                if model_type == 'backpack':
-                    stats['senses'] = probe_senses(raw_model, tokenizer, dev)
-            if ddp:
-                box = [stats]
-                dist.broadcast_object_list(box, src=0)
-                stats = box[0]
-            if stats is None:  # stopped by a signal during the evaluation: it runs again on resume
-                stopping = True
-                break
-            evaluated_at = iter_num
-            log['evals'].append({'iter': iter_num, 'lr': get_lr(iter_num), 'tokens_seen': iter_num * tokens_per_iter,
-                                 'elapsed_s': elapsed0 + time.time() - t0, **stats})
-            improved = stats['val'] < best_val_loss
-            if improved:
-                best_val_loss = stats['val']
-            if master:
-                print(f"eval {iter_num}: train {stats['train']:.4f} val {stats['val']:.4f} | "
-                      f"val_en ppl {stats['val_en_ppl']:.2f} bpb {stats['val_en_bpb']:.3f} | "
-                      f"val_fr ppl {stats['val_fr_ppl']:.2f} bpb {stats['val_fr_bpb']:.3f}", flush=True)
-                save_json(log, os.path.join(out_dir, 'training_log.json'))
-                metrics = {'iter': iter_num, 'train/loss': stats['train'], 'val/loss': stats['val'],
-                           'lr': get_lr(iter_num), **{f'val_{lang}/{key}': stats[f'val_{lang}{suffix}']
-                                                      for lang in ('en', 'fr') for key, suffix in
-                                                      (('loss', ''), ('ppl', '_ppl'), ('bpb', '_bpb'))}}
-                for log_metrics, _ in trackers:
-                    log_metrics(metrics if last_mfu is None else {**metrics, 'mfu': last_mfu})
-                if improved:
-                    save_checkpoint(best_checkpoint(raw_model, iter_num=iter_num, val_loss=best_val_loss,
-                                                    **run_info), best_path)
-            if iter_num > 0 and (improved or always_save_checkpoint):
-                log['elapsed_s'], log['iter_num'] = elapsed0 + time.time() - t0, iter_num
-                save_resume_point(ckpt_path, 'val improved' if improved else 'evaluation', raw_model, optimizer,
-                                  scaler, train_batches, world, iter_num=iter_num, best_val_loss=best_val_loss,
-                                  evaluated_at=evaluated_at, training_log=log, **run_info)
-                saved_at = iter_num
-            t_interval, it_interval = time.time(), iter_num  # keep evaluation out of ms/iter
-        if iter_num >= max_iters or stopping or out_of_time:
+        loss = train_step(model, no_sync, optimizer, scaler, train_batches, proc, get_lr(run.iter_num),
+                          lambda: stop_reason(agreed, proc.world, run) == 'signal')
+        if loss is None:
+            why = 'signal'
             break
+        pending.append(loss)
+        run.iter_num += 1
+        if run.iter_num % log_interval == 0 or run.iter_num == max_iters:
+            agreed = record_losses(run.log, pending, proc.world, proc.dev, run.iter_num, ckpt_path, past_budget(run))
+            dt = (time.time() - interval[0]) / max(1, run.iter_num - interval[1])
+            interval = (time.time(), run.iter_num)
+            if proc.master:
+                run.mfu = print_progress(run, dt, proc.tokens_per_iter, flops_per_iter, peak, proc.dev)
 
-        # one iteration: every rank draws the same global batch and trains on its slice of it
-        lr = get_lr(iter_num)
-        for group in optimizer.param_groups:
-            group['lr'] = lr
-        if not ddp:  # restored if a signal drops this iteration half-way
-            sampler_before, rng_before = train_batches.state_dict(), rng_state()
-        starts = train_batches.starts(world * accum * micro_batch).reshape(world, accum, micro_batch)[rank]
-        loss_sum = torch.zeros((), device=dev)
-        for micro in range(accum):
-            if not ddp and _stop_requested:
-                break
-            if ddp:
-                model.require_backward_grad_sync = micro == accum - 1  # all-reduce once per iteration
-            X, Y = train_batches.windows(starts[micro])
-            with autocast:
-                _, loss = model(X.to(dev), Y.to(dev))
-                loss = loss / accum
-            scaler.scale(loss).backward()
-            loss_sum += loss.detach()
-        if not ddp and _stop_requested:  # one process stops between micro-steps, at the iteration's start state
-            optimizer.zero_grad(set_to_none=True)
-            train_batches.load_state_dict(sampler_before)
-            set_rng_state(rng_before)
-            stopping = True
-            break
-        if grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        pending.append(loss_sum)
-        iter_num += 1
-
-        if iter_num % log_interval == 0 or iter_num == max_iters:
-            late = max_minutes > 0 and elapsed0 + time.time() - t0 >= 60 * max_minutes
-            stopping, out_of_time = record_losses(log, pending, world, dev, iter_num, ckpt_path, late)  # ranks agree
-            dt = (time.time() - t_interval) / max(1, iter_num - it_interval)
-            t_interval, it_interval = time.time(), iter_num
-            if master:
-                last_mfu = 100 * train_flops_per_iter / dt / peak if peak else None
-                mfu = f"mfu {last_mfu:.1f}%" if peak else f"{train_flops_per_iter / dt / 1e12:.2f} TFLOP/s"
-                eta = (max_iters - iter_num) * dt
-                memory = f", peak memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" \
-                    if device_type == 'cuda' else ''
-                print(f"iter {iter_num}: loss {log['train_loss'][-1]:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
-                      f"{tokens_per_iter / dt:,.0f} tok/s, {mfu}{memory}, eta {eta / 60:.1f} min", flush=True)
-
-    record_losses(log, pending, world, dev, iter_num, ckpt_path)
-    # where the run stands: its last evaluation can be short of max_iters (evaluations come every eval_interval)
-    log['elapsed_s'], log['iter_num'] = elapsed0 + time.time() - t0, iter_num
-    if saved_at != iter_num:
-        save_resume_point(ckpt_path, 'interrupted by signal' if stopping else 'end of run', raw_model, optimizer,
-                          scaler, train_batches, world, iter_num=iter_num, best_val_loss=best_val_loss,
-                          evaluated_at=evaluated_at, training_log=log, **run_info)
-    if master:
-        save_json(log, os.path.join(out_dir, 'training_log.json'))
-        for _, close in trackers:
-            close()
-        if stopping:
-            print(f"stopped by signal at iter {iter_num}; continue with: {resume_command(sys.argv[1:], world)}",
-                  flush=True)
-        else:
-            if out_of_time:
-                print(f"time budget of {max_minutes:g} min reached at iter {iter_num} ({log['elapsed_s'] / 60:.1f} min "
-                      f"in all)")
-            from experiments.plots import plot_loss_curves
-            plot_loss_curves({model_type: log}, os.path.join(out_dir, 'loss_curve.png'))
-    if ddp:
+    end_run(run, why, pending, proc, trackers, save)
+    if proc.ddp:
         dist.destroy_process_group()
     if _interrupted:  # Ctrl-C: the shell convention 128 + SIGINT, so that a script (set -e) stops too; SIGTERM
         sys.exit(128 + signal.SIGINT)  # (a preemption) exits 0 once saved, as a run to be resumed
