@@ -1,10 +1,10 @@
-# The GPU reference recipe (experiments/gpu_reference.py): the seed's shape (config/train_europarl_scratch.py:
+# The GPU reference recipe (tools/gpu_reference.py): the seed's shape (config/train_europarl_scratch.py:
 # d 384, 6 layers, 6 heads, k 16 senses, block 512, batch 32) trained for minutes on one H100/H200-class GPU,
 # not for the seed's 50k iterations, so that three models, their evaluation and comparison fit in 9 minutes.
 # Data: all 500k Europarl pairs, the CPU reference's bilingual byte-level BPE of 8,000 tokens:
 #   python data/europarl/prepare.py --language_pair en-fr --source local --src_dir ../shared/data/europarl_v7_fr_en \
 #       --tokenizer bpe --vocab_size 8000 --out_dir data/europarl_bpe8k
-# experiments/gpu_reference.py trains the Backpack, its Transformer twin (--model_type transformer) and the wide
+# tools/gpu_reference.py trains the Backpack, its Transformer twin (--model_type transformer) and the wide
 # Transformer with it, setting max_iters = lr_decay_iters (and eval_interval) to what fits in a budget of
 # probe-minutes at the speed one probe per model shape measured on the GPU at hand.
 model_type = 'backpack'
@@ -34,7 +34,7 @@ gradient_accumulation_steps = 1
 # end before warming up. 1e-3 decaying to 1e-4 and beta2 0.99 are nanoGPT's for a d 384 x 6-layer model on a
 # short run (its shakespeare_char config); 100 warm-up iterations are under a tenth of the shortest schedule.
 learning_rate = 1e-3
-max_iters = 2000     # experiments/gpu_reference.py replaces both with the iterations that fit the budget
+max_iters = 2000     # tools/gpu_reference.py replaces both with the iterations that fit the budget
 lr_decay_iters = 2000
 warmup_iters = 100
 min_lr = 1e-4

@@ -7,7 +7,7 @@ One table of any number of evaluated runs (other tokenizers, sizes, model types)
 Each run is `[NAME=]PATH`, PATH an evaluation_results.json (run_full_evaluation.py, evaluate.py --output)
 or the directory holding one; NAME defaults to that directory's name. Writes into --out:
   results.md    the table: what each model is (type, tokenizer, parameters, iterations), then every
-                headline metric (evaluate.headline_metrics) that any run has, '—' where a run lacks it; the
+                headline metric (outdir.headline_metrics) that any run has, '—' where a run lacks it; the
                 best value of a row in bold (lowest for perplexity and bits/byte, highest otherwise).
   results.csv   the same numbers at full precision.
   bits_per_byte.png   per-language val/test bits per byte of every run (per UTF-8 byte of the same text,
@@ -31,8 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import system  # noqa: E402,F401  (before torch: evaluate imports it)
-import evaluate  # noqa: E402
+import system  # noqa: E402,F401  (before torch: outdir imports it)
+import outdir  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
 from errors import UserError, run_main  # noqa: E402
 from experiments import plots  # noqa: E402  (sets the Agg backend before pyplot loads)
@@ -65,7 +65,7 @@ def parse_run(arg):
 def load_runs(args):
     """{name: results} in the order given. Unnamed runs are called after their directory (with its
     parent when two share a name); a name used twice is an error."""
-    runs = [(name, path, evaluate.read_results(path)) for name, path in map(parse_run, args)]
+    runs = [(name, path, outdir.read_results(path)) for name, path in map(parse_run, args)]
     dirs = [Path(os.path.abspath(path)).parent for _, path, _ in runs]
     short = [d.name for d in dirs]
     named = {}
@@ -104,7 +104,7 @@ def same_tokenizer(runs):
 
 def table(runs):
     """[(metric, [value or None per run], note)]: the model rows, then every headline metric any run has."""
-    headline = {name: evaluate.headline_metrics(r) for name, r in runs.items()}
+    headline = {name: outdir.headline_metrics(r) for name, r in runs.items()}
     metrics = list(dict.fromkeys(m for h in headline.values() for m in h))
     rows = model_rows(runs) + [(m, [headline[name].get(m) for name in runs]) for m in metrics]
     comparable = same_tokenizer(runs)

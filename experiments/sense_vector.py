@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import system  # noqa: E402,F401  (before torch)
-import evaluate  # noqa: E402
+import outdir  # noqa: E402
 from checkpoint import save_json  # noqa: E402
 from errors import MissingFileError, UserError, resolve_device, run_main  # noqa: E402
 from experiments import senses  # noqa: E402
@@ -87,11 +87,11 @@ def main(argv=None):
         p.error('--lang selects probe words: give --words or --lang, not both')
     device = resolve_device(args.device)
 
-    model, _ = evaluate.load_model(args.out_dir, device)
+    model, _ = outdir.load_model(args.out_dir, device)
     if not is_backpack(model):
         raise UserError(f"{args.out_dir} holds a {model.info['model_type']}, which has no sense vectors: "
                         "give a Backpack's out_dir")
-    tok = evaluate.load_tokenizer(args.out_dir)
+    tok = outdir.load_tokenizer(args.out_dir)
     words = args.words or [w for lang in ([args.lang] if args.lang else ['en', 'fr']) for w in senses.PROBE_WORDS[lang]]
     words = list(dict.fromkeys(words))
     labels, labels_from = sense_labels(model, tok, args.out_dir, device, args.labels)
@@ -105,7 +105,7 @@ def main(argv=None):
         print_counts(counts, analysis)
         senses.print_analysis(analysis)
     if args.json:
-        record = evaluate.to_json({'out_dir': str(args.out_dir), 'iter_num': model.info['iter_num'],
+        record = outdir.to_json({'out_dir': str(args.out_dir), 'iter_num': model.info['iter_num'],
                                    'checkpoint': model.info['checkpoint'], 'labels_from': labels_from,
                                    'training_counts': counts, **analysis})
         if to_stdout:

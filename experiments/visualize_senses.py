@@ -45,7 +45,7 @@ import system  # noqa: E402,F401  (before torch)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import evaluate  # noqa: E402
+import outdir  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
 from errors import MissingFileError, UserError, resolve_device, run_main, warn  # noqa: E402
 from experiments import eval_data, lexical, metrics, plots, senses  # noqa: E402
@@ -243,11 +243,11 @@ def main(argv=None):
     if os.path.isfile(output):
         raise UserError(f"--output {output} is a file: give a directory")
 
-    model, _ = evaluate.load_model(args.out_dir, device)
+    model, _ = outdir.load_model(args.out_dir, device)
     if not is_backpack(model):
         raise UserError(f"{args.out_dir} holds a {model.info['model_type']}, which has no sense vectors: "
                         "give a Backpack's out_dir")
-    tok = evaluate.load_tokenizer(args.out_dir)
+    tok = outdir.load_tokenizer(args.out_dir)
     labels, labels_from = sense_labels(model, tok, args.out_dir, device, args.labels)
     pairs = example_sentences(args.out_dir, tok, model.config.block_size, args.n_sentences)
     if len(pairs) < args.n_sentences:

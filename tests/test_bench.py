@@ -1,4 +1,4 @@
-"""experiments/bench.py runs every part end to end (at a tiny size) and reports each measured variant
+"""tools/bench.py runs every part end to end (at a tiny size) and reports each measured variant
 as it goes."""
 import subprocess
 import sys
@@ -9,7 +9,7 @@ from conftest import REPO
 def test_bench_quick_runs_every_part_and_prints_each_variant():
     args = ['--quick', '--device', 'cpu', '--vocab_size', '512', '--tokens', '64', '--seq_lens', '16', '--iters', '1',
             '--gen_prompt', '4', '--gen_tokens', '4', '--gen_batches', '1', '2']
-    result = subprocess.run([sys.executable, str(REPO / 'experiments' / 'bench.py'), *args], capture_output=True,
+    result = subprocess.run([sys.executable, str(REPO / 'tools' / 'bench.py'), *args], capture_output=True,
                             text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     progress = result.stderr.splitlines()

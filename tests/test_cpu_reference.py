@@ -1,4 +1,4 @@
-"""experiments/cpu_reference.py (the reference experiment's one command) on a tiny config: the plan fits each
+"""tools/cpu_reference.py (the reference experiment's one command) on a tiny config: the plan fits each
 schedule to a budget in probe-minutes (and states it in train.py's FLOPs) and widens the Transformer to the
 Backpack's size in each size, the runs go by iterations only, one per seed, finished runs are not retrained, an
 unfinished one is resumed; and the committed results of the real run pass verify_evaluation.py --committed."""
@@ -29,7 +29,7 @@ log_interval = 2
 
 
 def driver(*args):
-    return subprocess.run([sys.executable, 'experiments/cpu_reference.py', *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, 'tools/cpu_reference.py', *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -153,14 +153,14 @@ def test_a_config_with_a_wall_clock_stop_is_refused(tmp_path, sample_data_dir):
 
 
 def test_the_recipe_trains_in_bfloat16_compiled_without_a_wall_clock_stop():
-    from experiments.cpu_reference import read_config
+    from tools.cpu_reference import read_config
     config = read_config('train_europarl_cpu')
     assert (config['dtype'], config['compile'], config['max_minutes']) == ('bfloat16', True, 0.0)
 
 
 def test_a_run_that_reached_max_iters_between_evaluations_is_finished(tmp_path):
     # eval_interval = max_iters // 5 need not divide max_iters: the last evaluation is then short of it
-    from experiments.cpu_reference import finished
+    from tools.cpu_reference import finished
     log = {'iter_num': 6992, 'elapsed_s': 2360.0, 'evals': [{'iter': 6990}]}
     (tmp_path / 'training_log.json').write_text(json.dumps(log))
     assert finished(tmp_path, 6992)
@@ -286,10 +286,10 @@ def test_collect_keeps_evidence_portable_and_the_shared_data_once(tmp_path):
 
 
 def test_seed_statistics_over_seeds_pairs_by_seed_and_checks_its_files(tmp_path):
-    """experiments/seed_statistics.py on a reference layout made of the committed first reference (seed 0) and a
+    """tools/seed_statistics.py on a reference layout made of the committed first reference (seed 0) and a
     copy of it whose one BLI hit differs (seed 1): the means are over both seeds, the paired differences pair by
     seed, and --check fails once a run changes."""
-    from experiments import seed_statistics
+    from tools import seed_statistics
     from errors import UserError
     first = REPO / 'results' / 'cpu_reference' / 'first'
     (tmp_path / 'S').mkdir()

@@ -1,4 +1,4 @@
-"""experiments/cpu_speed.py on a tiny config: each variant really runs with its threads and dtype, the recipe
+"""tools/cpu_speed.py on a tiny config: each variant really runs with its threads and dtype, the recipe
 is the reference of the ratios, and a too-short probe is one line before anything runs."""
 import json
 import subprocess
@@ -18,7 +18,7 @@ batch_size = 8
 
 
 def speed(*args):
-    return subprocess.run([sys.executable, 'experiments/cpu_speed.py', *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, 'tools/cpu_speed.py', *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -1,4 +1,4 @@
-"""experiments/cpu_sweep.py on tiny candidates: each is probed, trained for the same (tiny) budget with its
+"""tools/cpu_sweep.py on tiny candidates: each is probed, trained for the same (tiny) budget with its
 schedule fitted to it, and ranked by val bits/byte in sweep.json and sweep.md."""
 import json
 import subprocess
@@ -13,7 +13,7 @@ TINY = dict(n_embd=32, n_layer=1, n_head=2, n_senses=4, batch_size=8, learning_r
 def test_sweep_ranks_candidates_trained_for_the_same_budget(sample_data_dir, tmp_path):
     candidates = {'T32': ['s', {**TINY, 'block_size': 32}], 'T64': ['s', {**TINY, 'block_size': 64}]}
     (tmp_path / 'c.json').write_text(json.dumps(candidates))
-    result = subprocess.run([sys.executable, 'experiments/cpu_sweep.py', '--data', f's={sample_data_dir}',
+    result = subprocess.run([sys.executable, 'tools/cpu_sweep.py', '--data', f's={sample_data_dir}',
                              '--candidates', tmp_path / 'c.json', '--minutes', '0.1', '--probe_iters', '8',
                              '--out', tmp_path / 'sweep', '--work_dir', tmp_path / 'work'],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -31,7 +31,7 @@ def test_sweep_ranks_candidates_trained_for_the_same_budget(sample_data_dir, tmp
 
 
 def test_a_candidate_without_its_data_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, 'experiments/cpu_sweep.py', '--data', 'bpe16k=x', '--only',
+    result = subprocess.run([sys.executable, 'tools/cpu_sweep.py', '--data', 'bpe16k=x', '--only',
                              'd128-L2-k16-T128', '--out', tmp_path / 's'], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1 and 'needs --data bpe8k=DIR' in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / 's').exists()

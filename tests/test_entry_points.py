@@ -136,3 +136,23 @@ def test_entry_point_goes_through_run_main(dirs, script, args):
                             capture_output=True, text=True, timeout=120, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
     assert result.returncode == 1 and result.stderr.startswith('error: '), result.stderr
     assert result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr, result.stderr
+
+
+def test_nothing_in_experiments_imports_evaluate():
+    """The house's layering: experiments/ holds what evaluate.py composes (and the seed's three scripts), so it
+    must not import evaluate.py; what both need (outdir.py: a run's model, tokenizer, results) lives below both.
+    Checked on the source (any import form) and by importing every experiments module in a fresh interpreter."""
+    import ast
+    offenders = []
+    for path in sorted((REPO / 'experiments').rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            offenders += [f'{path.relative_to(REPO)}:{node.lineno}' for n in names if n.split('.')[0] == 'evaluate']
+    assert not offenders, offenders
+    modules = sorted('.'.join(p.relative_to(REPO).with_suffix('').parts) for p in (REPO / 'experiments').rglob('*.py')
+                     if p.name not in ('__main__.py',))
+    probe = f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; print('evaluate' in sys.modules)"
+    result = subprocess.run([sys.executable, '-c', probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == 'False'

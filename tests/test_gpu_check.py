@@ -1,4 +1,4 @@
-"""experiments/gpu_check.py, the one-command GPU acceptance script, run here on the CPU with tiny shapes
+"""tools/gpu_check.py, the one-command GPU acceptance script, run here on the CPU with tiny shapes
 (--tiny): the same checks, commands and report, so that it works the day a GPU is lent."""
 import json
 import subprocess
@@ -9,12 +9,12 @@ import torch
 
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / 'experiments'))
+sys.path.insert(0, str(REPO / 'tools'))
 import gpu_check  # noqa: E402
 
 
 def test_tiny_run_passes_and_reports_every_part(tmp_path):
-    result = subprocess.run([sys.executable, 'experiments/gpu_check.py', '--device', 'cpu', '--tiny', '--iters', '4',
+    result = subprocess.run([sys.executable, 'tools/gpu_check.py', '--device', 'cpu', '--tiny', '--iters', '4',
                              '--skip', 'bench', '--out', tmp_path], cwd=REPO, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -40,5 +40,5 @@ def test_a_kernel_mismatch_is_reported(monkeypatch):
 def test_no_cuda_is_one_line():
     if torch.cuda.is_available():
         pytest.skip('a CUDA device is visible')
-    result = subprocess.run([sys.executable, 'experiments/gpu_check.py'], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, 'tools/gpu_check.py'], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.strip().count('\n') == 0 and 'no CUDA device' in result.stderr

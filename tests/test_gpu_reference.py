@@ -1,4 +1,4 @@
-"""experiments/gpu_reference.py (the seed-shape reference on one GPU) end to end in its --tiny mode on the CPU:
+"""tools/gpu_reference.py (the seed-shape reference on one GPU) end to end in its --tiny mode on the CPU:
 one probe per model sets each model's iterations for the same probe-minutes, the three models train by
 iterations, are evaluated with the stated workload and compared, and the evidence lands in the CPU reference's
 layout with each run's tokens/s and MFU, naming no absolute path; a missing GPU or data dir is one line."""
@@ -17,7 +17,7 @@ PEAK_TFLOPS = 0.05  # a nominal CPU peak, so that train.py prints an MFU the dri
 
 
 def driver(*args):
-    return subprocess.run([sys.executable, 'experiments/gpu_reference.py', *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, 'tools/gpu_reference.py', *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=900)
 
 
@@ -66,7 +66,7 @@ def test_the_results_have_the_cpu_reference_layout(reference):
 
 
 def test_each_model_trains_the_iterations_its_probe_buys_in_the_same_budget(reference):
-    from experiments.cpu_sweep import fitted_iters
+    from tools.cpu_sweep import fitted_iters
     results, _ = reference
     plan, run = read(results / 'plan.json'), read(results / 'run.json')
     sized = plan['sizes']['tiny']
@@ -156,14 +156,14 @@ def test_no_collected_file_names_an_absolute_path(reference):
             found += [f'{path.relative_to(results)}: {where} = {value}' for where, value in
                       verify_evaluation.absolute_paths(json.loads(text)) if not where.startswith('machine')][:3]
     assert not found, '\n'.join(found[:20])
-    assert 'data_dir' in read(results / 'run.json') and 'python experiments/gpu_reference.py --tiny' in \
+    assert 'data_dir' in read(results / 'run.json') and 'python tools/gpu_reference.py --tiny' in \
         read(results / 'run.json')['command']
 
 
 def one_line_error(capsys, *argv):
     """run_main(gpu_reference.main) in-process, as its __main__ does: exit 1 and the one line it printed."""
     from errors import run_main
-    from experiments import gpu_reference
+    from tools import gpu_reference
     with pytest.raises(SystemExit) as exit_info:
         run_main(gpu_reference.main, [str(a) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()
@@ -187,7 +187,7 @@ def test_a_missing_data_dir_is_one_line_with_the_command_that_prepares_it(capsys
 
 
 def test_the_gpu_recipe_is_the_seeds_shape_in_bfloat16_compiled_on_cuda():
-    from experiments.cpu_reference import read_config
+    from tools.cpu_reference import read_config
     gpu, seed = read_config('train_europarl_gpu'), read_config('train_europarl_scratch')
     shape = ('block_size', 'n_layer', 'n_head', 'n_embd', 'n_senses', 'batch_size', 'gradient_accumulation_steps')
     assert {k: gpu[k] for k in shape} == {k: seed[k] for k in shape}

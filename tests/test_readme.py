@@ -1,5 +1,5 @@
 """The README as a user meets it: its marked code blocks run as written, and its generated tables equal what
-experiments/readme_tables.py makes from the committed results.
+tools/readme_tables.py makes from the committed results.
 
 A code block runs here when the line before its fence is `<!-- runs in tests/test_readme.py -->`. It runs
 from a directory laid out like a user's checkout after quickstart.sh: the repository's files, `out/`
@@ -77,13 +77,13 @@ def test_marked_readme_block_runs_as_written(index, checkout):
 
 
 def test_readme_tables_equal_what_the_committed_results_give():
-    result = subprocess.run([sys.executable, 'experiments/readme_tables.py', '--check'], cwd=REPO,
+    result = subprocess.run([sys.executable, 'tools/readme_tables.py', '--check'], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_a_hand_edited_number_in_a_generated_table_is_rewritten():
-    sys.path.insert(0, str(REPO / 'experiments'))
+    sys.path.insert(0, str(REPO / 'tools'))
     import readme_tables
     text = (REPO / 'README.md').read_text(encoding='utf-8')
     generated = readme_tables.render(text)

@@ -7,9 +7,9 @@ fast path against its explicit-alpha path, against the opt-in approximate sense 
 full B*T*V logits); cached against uncached generation; and the seed configuration's parameter counts
 for each tokenizer option. Each measured variant prints a line (stderr) as soon as it is measured.
 
-    python experiments/bench.py                     # CPU (and CUDA too when present)
-    python experiments/bench.py --quick             # every part, smaller: ~1 minute on 2 quiet cores
-    python experiments/bench.py --device cuda --dtype bfloat16 --compile
+    python tools/bench.py                     # CPU (and CUDA too when present)
+    python tools/bench.py --quick             # every part, smaller: ~1 minute on 2 quiet cores
+    python tools/bench.py --device cuda --dtype bfloat16 --compile
 
 Tokens are drawn from a Zipf(1.1) law over the vocabulary: per 4096 tokens it gives as many distinct
 ids (~1,360) as GPT-2 BPE on Europarl en-fr documents (~1,350), which is what sense dedup depends on;

@@ -8,7 +8,7 @@ median over --repeats (the variants alternate within each repeat, so a drift of 
 all alike) of the seconds and of the ms per generated token, and their ratio to the Transformer's.
 The two Backpack runs must produce the same tokens (checked).
 
-    python experiments/bench_translation.py --backpack_dir out/tiny_backpack --transformer_dir out/tiny_transformer
+    python tools/bench_translation.py --backpack_dir out/tiny_backpack --transformer_dir out/tiny_transformer
 """
 import argparse
 import statistics

@@ -5,7 +5,7 @@ compared, and collected as evidence (never weights) into results/cpu_reference/.
 
 The whole reference (size S with 3 training seeds, size M with 1; bfloat16 and torch.compile come from the config):
 
-    python experiments/cpu_reference.py --data_dir data/europarl_bpe8k --sizes S M --seeds 0 1 2 --size_seeds M=0
+    python tools/cpu_reference.py --data_dir data/europarl_bpe8k --sizes S M --seeds 0 1 2 --size_seeds M=0
 
 It can be run in pieces (the plan first, for all sizes and seeds at once, then e.g. `--sizes S --seeds 1`): every
 step keeps what is done, and collect gathers every planned run that has been evaluated.
@@ -38,7 +38,7 @@ command after an interruption continues where it stopped:
             results/cpu_reference/shared/, linked from each run); results/cpu_reference/<size>/
             comparison[_wide]_seed<s>/; plan.json and run.json (every command with its wall-clock and git
             revision, each run's training wall-clock, the machine, the runs still pending). Paths under the
-            checkout the runs were made in are written relative to it. Then experiments/seed_statistics.py
+            checkout the runs were made in are written relative to it. Then tools/seed_statistics.py
             over the seeds collected so far: <size>/seeds.{json,md} (means over seeds with intervals holding
             the seeds' variance, paired Backpack − twin and − wide differences) and seeds.md (size M beside S).
 
@@ -60,7 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import system  # noqa: E402  (before torch: the OpenMP setting torch reads when it loads)
 from errors import MissingFileError, UserError, run_main  # noqa: E402
-from experiments.cpu_sweep import fitted_iters, probe_ms_per_iter  # noqa: E402
+from tools.cpu_sweep import fitted_iters, probe_ms_per_iter  # noqa: E402
 
 MODELS = ('backpack', 'transformer', 'transformer_wide')
 STEPS = ('plan', 'train', 'evaluate', 'compare', 'collect', 'release')
@@ -78,7 +78,7 @@ TEXT_EVIDENCE = ('.json', '.md')  # rewritten with paths relative to the runs' c
 RELEASE = ('S', 0)  # the size and seed whose models are released with their weights (about 30 MB for the three)
 FIGURE_SEED = 0  # the figures of one seed are enough to look at; every seed's numbers are kept
 ALL_SEEDS_FIGURES = ('loss_curve.png',)
-FULL_COMMAND = ('python experiments/cpu_reference.py --data_dir data/europarl_bpe8k --sizes S M --seeds 0 1 2 '
+FULL_COMMAND = ('python tools/cpu_reference.py --data_dir data/europarl_bpe8k --sizes S M --seeds 0 1 2 '
                 '--size_seeds M=0')
 PLAN_NOTE = ("Each run trains max_iters = lr_decay_iters iterations, whatever the host's load: the iterations its "
              "size's budget buys at the speed probed for its shape (one probe per shape, all in the plan step; "
@@ -430,7 +430,7 @@ def collect(args):
                         portable_copy(file, target / size / folder / file.name, root)
     portable_copy(args.work_dir / 'plan.json', target / 'plan.json', root)
     commands = json.loads((args.work_dir / 'commands.json').read_text())
-    run = {'command': FULL_COMMAND, 'collected_by': 'python experiments/cpu_reference.py ' + ' '.join(sys.argv[1:]),
+    run = {'command': FULL_COMMAND, 'collected_by': 'python tools/cpu_reference.py ' + ' '.join(sys.argv[1:]),
            'budget_probe_minutes': {size: sized['probe_minutes'] for size, sized in plan['sizes'].items()},
            'seeds': plan['seeds'], 'collected': collected, 'pending': pending,
            'figures': f"alpha and sense PNGs of seed {FIGURE_SEED} only (each run's report names them; the numbers "
@@ -449,7 +449,7 @@ def collect(args):
     print(f"[collect] {target}: {len(collected)} runs" + (f", pending {', '.join(pending)}" if pending else ''),
           flush=True)
     if any('/backpack_seed' in name for name in collected):
-        from experiments import seed_statistics
+        from tools import seed_statistics
         for path, text in seed_statistics.outputs(target).items():  # the statistics over the seeds collected so far
             path.write_text(text, encoding='utf-8')
             print(f"[collect] {path.relative_to(target)}", flush=True)

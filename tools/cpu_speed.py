@@ -5,7 +5,7 @@ config/train_europarl_cpu.py (evaluation off) and reports ms/iter and tokens/s, 
 recipe as it runs (2 threads, PASSIVE, float32, no compile), so that a setting is adopted only when it
 is measured to help on this machine.
 
-    python experiments/cpu_speed.py --data_dir data/europarl_bpe8k --out results/cpu_reference/speed
+    python tools/cpu_speed.py --data_dir data/europarl_bpe8k --out results/cpu_reference/speed
 
 Writes speed.json (each variant's settings, ms/iter, tokens/s, the machine) and speed.md (the table) into
 --out, and each probe's train.py log beside them. Run it on an otherwise idle machine: the variants run one
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import system  # noqa: E402  first: OMP_WAIT_POLICY before torch loads
 from errors import UserError, run_main  # noqa: E402
-from experiments.cpu_sweep import probe_ms_per_iter  # noqa: E402
+from tools.cpu_sweep import probe_ms_per_iter  # noqa: E402
 
 # name -> (environment, extra train.py arguments); the first is the reference the others are divided by
 VARIANTS = {

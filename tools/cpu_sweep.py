@@ -3,7 +3,7 @@ A short, recorded sweep for the best model per CPU-minute: each candidate trains
 budget and is judged by its per-language validation bits per byte at the end (tokenizer-independent, so
 candidates with different vocabularies compare).
 
-    python experiments/cpu_sweep.py --minutes 5 --out results/cpu_reference/sweep \
+    python tools/cpu_sweep.py --minutes 5 --out results/cpu_reference/sweep \
         --data bpe8k=data/europarl_bpe8k --data bpe16k=data/europarl_bpe16k
 
 Each candidate (CANDIDATES below, or --only NAME ...) is a set of train.py settings on top of

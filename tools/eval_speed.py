@@ -3,8 +3,8 @@ How long each section of the full evaluation (run_full_evaluation.py) takes on o
 with --reference, the lexicon-induction section of another git revision beside this one's, checked to
 give the same numbers.
 
-    python experiments/eval_speed.py --out_dir out/bench_ref
-    python experiments/eval_speed.py --out_dir out/bench_ref --sections bli --reference HEAD \
+    python tools/eval_speed.py --out_dir out/bench_ref
+    python tools/eval_speed.py --out_dir out/bench_ref --sections bli --reference HEAD \
         --reference_cache /tmp/bli_reference.json
 
 A model of the CPU reference's size times like the trained one (the work does not depend on the

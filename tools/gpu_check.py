@@ -1,7 +1,7 @@
 """
 One-command acceptance check on a CUDA GPU (≤ 8 minutes on one H100/H200-class GPU):
 
-    python experiments/gpu_check.py --out results/gpu_check
+    python tools/gpu_check.py --out results/gpu_check
 
 1. mixing: the SDPA sense mixing (what CUDA training runs) and the blockwise kernel against the
    explicit alpha (model.sense_weights + model.mix_senses), fp32 and bf16, forward and backward, at
@@ -10,7 +10,7 @@ One-command acceptance check on a CUDA GPU (≤ 8 minutes on one H100/H200-class
 3. training: the seed's scratch command (config/train_europarl_scratch.py) for --iters iterations on
    the bundled Europarl sample, with --dtype bfloat16 --compile and with --dtype float16, for both
    model types, then a resume of the bf16 Backpack run to iters + iters/2;
-4. bench: experiments/bench.py at the seed shape, bf16 + compile.
+4. bench: tools/bench.py at the seed shape, bf16 + compile.
 It prints tokens/s, MFU and peak memory of every run, writes gpu_check.json and the raw logs to --out,
 and exits 1 on any mismatch or failed run (after running everything else).
 
@@ -160,7 +160,7 @@ def main(argv=None):
                                         summary.get('last_iter') == resumed_to, 'wall_s': round(wall, 1), **summary})
 
     if 'bench' not in args.skip:
-        cmd = [py, 'experiments/bench.py', '--device', args.device]
+        cmd = [py, 'tools/bench.py', '--device', args.device]
         cmd += ['--quick'] if args.tiny else ['--dtype', 'bfloat16', '--compile']
         code, output, wall = run(cmd, out / 'bench.log', 600)
         record('bench', {'ok': code == 0, 'wall_s': round(wall, 1), 'output_tail': output.splitlines()[-20:]})

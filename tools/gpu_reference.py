@@ -7,12 +7,12 @@ evaluated, compared, and collected as evidence (never weights) into results/gpu_
 
     python data/europarl/prepare.py --language_pair en-fr --source local --src_dir ../shared/data/europarl_v7_fr_en \
         --tokenizer bpe --vocab_size 8000 --out_dir data/europarl_bpe8k     # once, before; not in the 9 minutes
-    python experiments/gpu_reference.py             # the defaults: --device cuda --data_dir data/europarl_bpe8k
+    python tools/gpu_reference.py             # the defaults: --device cuda --data_dir data/europarl_bpe8k
 
 It has not been run on a GPU yet: the budget below is an estimate, and run.json records what each step took
 (wall_s per step, total_s against limit_s) so that the first run on a GPU checks it.
 
-The same experiment as experiments/cpu_reference.py, built from its pieces: one speed probe per model shape, all
+The same experiment as tools/cpu_reference.py, built from its pieces: one speed probe per model shape, all
 in the plan step, turns a budget in probe-minutes (--budget, default 0.4 per model) into iterations
 (max_iters = lr_decay_iters, cpu_sweep.fitted_iters, which keeps 10 % for the evaluations during training), so
 the three models get the same GPU time, whatever their speed; plan.json also states it in train.py's training FLOPs.
@@ -44,7 +44,7 @@ that train.py's MFU divides by (at d 384 the matmuls are too small to keep the G
                       (float32, eager); the CPU reference's extra translations (beam 4, newstest2014) are left
                       out. The Backpack ~80 s, each Transformer ~40 s. The largest single part, lexicon induction,
                       ranks the Backpack's 18 representations on the host's CPU: at this shape 149 CPU seconds
-                      on the 2-core Xeon of the development machine (experiments/eval_speed.py --sections bli on
+                      on the 2-core Xeon of the development machine (tools/eval_speed.py --sections bli on
                       an untrained Backpack), ~30 s assumed on the GPU host's 16 cores
   compare   ~0.6 min  2 comparisons that reuse the evaluations; their paired bootstrap of the word-similarity
                       Spearman intervals takes ~12 s of one core each, whatever the model (measured, --tiny)
@@ -71,11 +71,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import system  # noqa: E402  (before torch: the OpenMP setting torch reads when it loads)
 from errors import MissingFileError, UserError, resolve_device, run_main  # noqa: E402
-from experiments.cpu_reference import (  # noqa: E402
+from tools.cpu_reference import (  # noqa: E402
     EVIDENCE, MODELS, Runner, evaluation_current, finished, git_revision, minutes, plan_entry, python, read_config,
     read_plan, run_name, runs, train_defaults, wide_width)
-from experiments.cpu_reference import seed as seed_number  # noqa: E402  (the --seeds parser)
-from experiments.cpu_sweep import probe_ms_per_iter  # noqa: E402
+from tools.cpu_reference import seed as seed_number  # noqa: E402  (the --seeds parser)
+from tools.cpu_sweep import probe_ms_per_iter  # noqa: E402
 
 STEPS = ('plan', 'train', 'evaluate', 'compare', 'collect')
 LIMIT_S = 540  # the whole experiment, probes to comparisons, on one H100/H200-class GPU
@@ -297,7 +297,7 @@ def collect(args, run):
         train_wall[name] = round(sum(c['wall_s'] for c in commands if c['step'] == 'train' and c['model'] == name), 1)
         speed[name] = training_speed(args.work_dir / f'{name}.train.log', models[model], train_wall[name], peak)
     result = {
-        'command': 'python experiments/gpu_reference.py ' + ' '.join(sys.argv[1:]),
+        'command': 'python tools/gpu_reference.py ' + ' '.join(sys.argv[1:]),
         'size': args.size, 'seeds': args.seeds, 'config': args.config, 'data_dir': shown(args.data),
         'device': args.device, 'budget_probe_minutes': args.budget,
         'evaluation': {**args.evaluation, 'beam_size': 1,

@@ -1,8 +1,8 @@
 """
 Rewrite committed results written before the instrument fixes, so that they verify on any machine:
 
-    python experiments/rewrite_results.py results/cpu_reference/backpack results/cpu_reference/transformer ...
-    python experiments/rewrite_results.py --paths_only results/quickstart     # text files: paths only
+    python tools/rewrite_results.py results/cpu_reference/backpack results/cpu_reference/transformer ...
+    python tools/rewrite_results.py --paths_only results/quickstart     # text files: paths only
 
 The weights of those runs are not kept, so nothing is re-evaluated: the results are only rewritten, and
 every number kept is one that verify_evaluation.py recomputes from the per-item outputs stored beside it.
@@ -145,7 +145,7 @@ def rewrite_run(out_dir, revision):
         rewrite_bli(results, removed)
         rewrite_interventions(results, removed)
         results['inputs'] = eval_data.record_inputs(results, out_dir)
-        results['migrated'] = {'by': f'experiments/rewrite_results.py of commit {revision}', 'why': WHY, 'removed': removed}
+        results['migrated'] = {'by': f'tools/rewrite_results.py of commit {revision}', 'why': WHY, 'removed': removed}
         save_json(results, path)
         print(f"{path}: rewritten ({len(results['inputs'])} inputs found here)")
     results_path = out_dir / 'evaluation_results.json'

@@ -1,10 +1,10 @@
 """
-Seed-level statistics of the CPU reference (experiments/cpu_reference.py): every metric's mean over training
+Seed-level statistics of the CPU reference (tools/cpu_reference.py): every metric's mean over training
 seeds with an interval that includes the seeds' variance, the Backpack's paired differences with its twin and
 with the wide twin across seeds, and size M beside size S.
 
-    python experiments/seed_statistics.py results/cpu_reference           # writes <size>/seeds.{json,md}, seeds.md
-    python experiments/seed_statistics.py results/cpu_reference --check   # exit 1 when those differ from the runs
+    python tools/seed_statistics.py results/cpu_reference           # writes <size>/seeds.{json,md}, seeds.md
+    python tools/seed_statistics.py results/cpu_reference --check   # exit 1 when those differ from the runs
 
 The interval (metrics.seed_bootstrap, 95 %, 1,000 resamples, seed 0) is a two-level bootstrap: each resample
 draws the training seeds with replacement and the test items with replacement (sentences, word pairs, BLI
@@ -95,7 +95,7 @@ def reference_metric(cls, refs, cache={}):
 def read_run(run_dir):
     results_path = run_dir / 'evaluation_results.json'
     if not results_path.is_file():
-        raise MissingFileError(f"{results_path} not found: run python experiments/cpu_reference.py --steps "
+        raise MissingFileError(f"{results_path} not found: run python tools/cpu_reference.py --steps "
                                f"evaluate collect")
     results = json.loads(results_path.read_text())
     extras = [(p.stem[len('translation_'):], json.loads(p.read_text())['translation'])
@@ -243,7 +243,7 @@ def outputs(results_dir, bootstrap=BOOTSTRAP):
     """{path: text} of every file this script writes for results_dir."""
     plan_path = results_dir / 'plan.json'
     if not plan_path.is_file():
-        raise MissingFileError(f"{plan_path} not found: run python experiments/cpu_reference.py (its plan and collect "
+        raise MissingFileError(f"{plan_path} not found: run python tools/cpu_reference.py (its plan and collect "
                                f"steps) first")
     plan = json.loads(plan_path.read_text())
     files, all_stats = {}, {}
@@ -273,7 +273,7 @@ def main(argv=None):
     if args.check:
         stale = [str(path) for path, text in files.items() if not path.is_file() or path.read_text() != text]
         if stale:
-            raise UserError(f"out of date (rerun python experiments/seed_statistics.py {args.results_dir}): "
+            raise UserError(f"out of date (rerun python tools/seed_statistics.py {args.results_dir}): "
                             f"{', '.join(stale)}")
         print(f"{len(files)} seed-statistics files match their runs")
         return

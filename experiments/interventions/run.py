@@ -49,9 +49,7 @@ def run_name(out_dir):
 
 
 def main(argv=None):
-    # evaluate.py is imported here only: run_full_evaluation.py and verify_evaluation.py import both it and this
-    # package, which stays below it (no module-level import of it)
-    import evaluate
+    import outdir  # the command line only: the experiments themselves take a model and a tokenizer
     from checkpoint import save_json
     from errors import resolve_device
     from experiments import interventions
@@ -72,19 +70,19 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     experiments = EXPERIMENTS if args.experiment == 'all' else (args.experiment,)
-    model, _ = evaluate.load_model(args.out_dir, device)
-    tok = evaluate.check_vocabulary(model, evaluate.load_tokenizer(args.out_dir))
+    model, _ = outdir.load_model(args.out_dir, device)
+    tok = outdir.check_vocabulary(model, outdir.load_tokenizer(args.out_dir))
     section = run_interventions(model, tok, device, experiments, args.data_dir, args.cost_documents, args.strengths,
                                 args.samples, args.max_new_tokens, args.seed)
     info = model.info
     run = run_name(args.out_dir)
     results = {'model': {'out_dir': run, 'model_type': info['model_type'], 'iter_num': info['iter_num'],
-                         'checkpoint': info['checkpoint'], 'tokenizer': evaluate.tokenizer_record(tok),
+                         'checkpoint': info['checkpoint'], 'tokenizer': outdir.tokenizer_record(tok),
                          'n_senses': model.config.n_senses if is_backpack(model) else None},
                'settings': {'interventions': list(experiments)}, 'machine': system.machine(device),
                'interventions': section}
     results['inputs'] = eval_data.record_inputs(results, args.out_dir)  # portable paths: no absolute one
     output = args.output or os.path.join(args.out_dir, 'interventions.json')
-    save_json(evaluate.to_json(results), output)
+    save_json(outdir.to_json(results), output)
     print('\n'.join(report.report_lines(section)))
     print(f"wrote {eval_data.portable_path(output, args.out_dir)} (run {run})")
