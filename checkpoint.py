@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 
 from errors import MissingFileError, OutOfSpaceError, UserError
-from model import BackpackLM, ModelConfig, StandardTransformerLM, from_export
+from model import BackpackLM, ModelConfig, StandardTransformerLM
+from pretrained import from_export
 
 MODEL_CLASSES = {'backpack': BackpackLM, 'transformer': StandardTransformerLM}
 
@@ -307,7 +308,7 @@ def load_model(out_dir, device='cpu'):
 def load_export(out_dir):
     """(model on the CPU, the checkpoint dict best.pt would give without its weights) of an export_hf.py
     directory. Its release.json gives the ModelConfig (model_args), iteration and validation loss, so that the
-    model rebuilt is the one exported, bit for bit (model.from_export); its meta.json is the data meta. The
+    model rebuilt is the one exported, bit for bit (pretrained.from_export); its meta.json is the data meta. The
     training settings are not part of an export ('config' is empty: the run's training_log.json has them). An
     export without release.json loads with the config of its config.json (iteration and loss unknown: None)."""
     release = read_release(out_dir) or {}

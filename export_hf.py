@@ -12,7 +12,7 @@ auto_map points at that repository's modeling code, so that
 
 runs the official code: no second copy of the model lives here. That code predates transformers 5 (it
 never calls post_init(), which transformers 5's from_pretrained needs): it loads with transformers 4.x.
-model.from_pretrained_backpack(hf_dir) reads the directory with this repo's BackpackLM, and
+pretrained.from_pretrained_backpack(hf_dir) reads the directory with this repo's BackpackLM, and
 `train.py --init_from backpack-small --pretrained_path hf_dir` starts a new training run from it.
 
 The Transformer twin becomes a stock GPT2LMHeadModel (no remote code), which AutoModelForCausalLM and
@@ -71,7 +71,7 @@ BACKPACK_CODE = 'stanfordnlp/backpack-gpt2'  # the hub repository whose modeling
 # "repo--module.Class": transformers fetches the module from that repo (dynamic_module_utils)
 AUTO_MAP = {'AutoConfig': f'{BACKPACK_CODE}--configuration_backpack_gpt2.BackpackGPT2Config',
             'AutoModelForCausalLM': f'{BACKPACK_CODE}--modeling_backpack_gpt2.BackpackGPT2LMHeadModel'}
-# our key prefix -> the Hugging Face one: for a Backpack, the inverse of model._convert_hf_state_dict's renames
+# our key prefix -> the Hugging Face one: for a Backpack, the inverse of pretrained._convert_hf_state_dict's renames
 BACKPACK_KEYS = [('transformer.', 'backpack.gpt2_model.'), ('sense_network.', 'backpack.sense_network.'),
                  ('sense_weight_net.', 'backpack.sense_weight_net.c_attn.')]
 GPT2_KEYS = [('transformer.', 'transformer.')]
@@ -132,7 +132,7 @@ def main(argv=None):
 
 def hf_state_dict(model, prefixes):
     """Our weights under Hugging Face names: Conv1D weights transposed to (in, out) (as
-    model._convert_hf_state_dict reads them back), a zero bias for each LayerNorm and Linear built
+    pretrained._convert_hf_state_dict reads them back), a zero bias for each LayerNorm and Linear built
     without one, the tied LM head left out (Hugging Face ties it to the token embedding on load)."""
     sd = dict(model.state_dict())
     for name, module in model.named_modules():

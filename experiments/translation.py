@@ -41,7 +41,7 @@ from errors import warn
 from experiments.eval_data import read_parallel
 from experiments.metrics import translation_intervals, translation_scores
 from experiments.sentence import require_eval
-from model import KVCache
+from generation import KVCache
 
 
 def evaluate_translation_accuracy(model, tokenizer, device, src_path=None, tgt_path=None, max_samples=None,

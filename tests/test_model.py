@@ -287,7 +287,7 @@ def test_inference_sense_table_runs_the_sense_network_once_per_id_until_weights_
     generated = model.generate(torch.tensor([[1, 2]]), 30, greedy=True)
     assert torch.equal(generated, plain.generate(torch.tensor([[1, 2]]), 30, greedy=True))
     model.train()
-    assert model._sense_table is None  # freed while training (an optimizer step would make it stale)
+    assert model.sense_lookup.table is None  # freed while training (an optimizer step would make it stale)
     model(b, torch.zeros_like(b))[1].backward()
     torch.optim.SGD(model.parameters(), lr=1.0).step()
     model.eval()
@@ -395,14 +395,14 @@ def test_a_cached_step_never_copies_the_inference_sense_table():
     with torch.no_grad():
         model(torch.arange(97)[None, :24])
         model(torch.arange(97)[None, 24:48])  # the table grows past its first buffer
-    table = model._sense_table
-    assert model._sense_table_size == 48 and table.size(1) > 48  # a partly filled buffer
+    table = model.sense_lookup.table
+    assert model.sense_lookup.size == 48 and table.size(1) > 48  # a partly filled buffer
     prompt = torch.randint(0, 48, (3, 5))
     cache = KVCache(24)
     model.step(prompt, cache)
     with Allocations() as allocations:
         model.step(prompt[:, -1:], cache)
-    assert model._sense_table is table  # no id new to the table
+    assert model.sense_lookup.table is table  # no id new to the table
     assert max(allocations.numels) < table.numel() // 4
     cached = model.generate(prompt, 12, greedy=True)  # ids 48..96 join the table as they are generated
     assert torch.equal(cached, model.generate(prompt, 12, greedy=True, use_cache=False))

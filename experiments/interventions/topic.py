@@ -31,7 +31,8 @@ import torch
 from errors import UserError, warn
 from experiments import metrics
 from experiments.interventions.words import DATA_DIR, LANGUAGES, read_tsv
-from model import KVCache, is_backpack
+from generation import KVCache
+from model import is_backpack
 
 FILES = ('topics.tsv', 'topic_prompts.tsv')  # what it reads from the data dir
 STRENGTHS = (1.0, 2.0, 4.0, 8.0)  # standard deviation (nats) of the logits the steering adds
