@@ -472,7 +472,8 @@ def release(args):
         record = hf / 'release.json'
         if not (record.is_file() and json.loads(record.read_text())['evaluation_results']['sha256']
                 == sha256_file(dest / 'evaluation_results.json')):
-            cmd = python('export_hf.py', '--out_dir', args.work_dir / name, '--hf_dir', hf, '--overwrite')
+            shown_hf = os.path.relpath(hf, REPO) if REPO in hf.resolve().parents else hf  # the model card names it
+            cmd = python('export_hf.py', '--out_dir', args.work_dir / name, '--hf_dir', shown_hf, '--overwrite')
             print(f"[release] {name}: {' '.join(map(str, cmd[1:]))}", flush=True)
             proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
             if proc.returncode:
