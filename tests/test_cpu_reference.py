@@ -368,3 +368,19 @@ def test_released_models_reproduce_their_committed_val_bits_per_byte(release):
         nll = document_nll(model, [np.array(ids) for ids in checks['ids']], 'cpu', batch_size=16)
         bits = sum(checks['bytes']) * math.log(2)
         assert math.fsum(nll) / bits == pytest.approx(math.fsum(committed[:len(nll)]) / bits, rel=1e-5), lang
+
+
+def test_two_drivers_keep_each_others_command_records(tmp_path):
+    """A second driver (evaluating one run while the first trains the next) adds its records to the file as it
+    is then, so neither driver's records overwrite the other's."""
+    sys.path.insert(0, str(REPO))
+    from tools.cpu_reference import Runner
+    first, second = Runner(tmp_path), Runner(tmp_path)
+    echo = [sys.executable, '-c', 'pass']
+    first('train', 'S/backpack_seed1', echo, tmp_path / 'a.log')
+    second('evaluate', 'S/backpack_seed0', echo, tmp_path / 'b.log')
+    first('train', 'S/transformer_seed1', echo, tmp_path / 'a.log')
+    records = json.loads((tmp_path / 'commands.json').read_text())
+    assert [(r['step'], r['model']) for r in records] == [
+        ('train', 'S/backpack_seed1'), ('evaluate', 'S/backpack_seed0'), ('train', 'S/transformer_seed1')]
+    assert all(r['exit'] == 0 for r in records)

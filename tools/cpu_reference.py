@@ -48,6 +48,7 @@ command after an interruption continues where it stopped:
 Runs go one after another: each gets the whole machine.
 """
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -94,11 +95,23 @@ def python(script, *args):
 
 
 class Runner:
-    """Runs commands from the repository root, prints and records each with its wall-clock."""
+    """Runs commands from the repository root, prints and records each with its wall-clock in commands.json.
+    Each record is added under a lock to what the file holds then, so that a second driver (evaluating one run
+    while the first trains the next) keeps both drivers' records."""
 
     def __init__(self, work):
         self.path = work / 'commands.json'
-        self.records = json.loads(self.path.read_text()) if self.path.is_file() else []
+
+    @property
+    def records(self):
+        return json.loads(self.path.read_text()) if self.path.is_file() else []
+
+    def record(self, entry):
+        with open(self.path.with_suffix('.lock'), 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            tmp = self.path.with_suffix('.tmp')
+            tmp.write_text(json.dumps([*self.records, entry], indent=1))
+            tmp.replace(self.path)
 
     def __call__(self, step, model, cmd, log_path):
         shown = 'python ' + ' '.join([os.path.relpath(cmd[1], REPO), *map(str, cmd[2:])])
@@ -107,10 +120,9 @@ class Runner:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, 'a') as log:
             proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        self.records.append({'step': step, 'model': model, 'command': shown, 'wall_s': round(time.time() - t0, 1),
-                             'exit': proc.returncode, 'finished_at': time.strftime('%Y-%m-%d %H:%M:%S'),
-                             'git_revision': revision})
-        self.path.write_text(json.dumps(self.records, indent=1))
+        self.record({'step': step, 'model': model, 'command': shown, 'wall_s': round(time.time() - t0, 1),
+                     'exit': proc.returncode, 'finished_at': time.strftime('%Y-%m-%d %H:%M:%S'),
+                     'git_revision': revision})
         if proc.returncode:
             tail = Path(log_path).read_text(errors='replace').strip().splitlines()[-1:] or ['']
             raise UserError(f"{step} {model} failed (exit {proc.returncode}, log {log_path}): {tail[0]}")
@@ -305,9 +317,15 @@ def extra_translations(args):
             if not (set_name == 'europarl' and beam == 1)]  # (greedy Europarl: in evaluation_results.json)
 
 
-def evaluate_models(args, run):
+def evaluate_models(args, run, plan):
     for size, model, seed, out_dir in runs(args):
         name = run_name(size, model, seed)
+        entry = plan['sizes'].get(size, {}).get('models', {}).get(model)
+        if entry is None:
+            raise UserError(f"{name} is not in {args.work_dir / 'plan.json'}: run --steps plan (or train) first")
+        if not finished(out_dir, entry['max_iters']):
+            print(f"[evaluate] {name}: not trained to its planned iterations yet, skipped", flush=True)
+            continue
         log = args.work_dir / f'{name}.evaluate.log'
         if not evaluation_current(out_dir / 'evaluation_results.json', out_dir):
             run('evaluate', name, python('run_full_evaluation.py', '--out_dir', out_dir, '--device', 'cpu',
@@ -569,11 +587,12 @@ def main(argv=None):
     args.work_dir = (REPO / args.work_dir).resolve() if not args.work_dir.is_absolute() else args.work_dir
     args.work_dir.mkdir(parents=True, exist_ok=True)
     run = Runner(args.work_dir)
-    planned = plan(args) if 'plan' in args.steps or 'train' in args.steps else None
+    planned = plan(args) if {'plan', 'train'} & set(args.steps) else read_plan(args.work_dir / 'plan.json') \
+        if 'evaluate' in args.steps else None
     if 'train' in args.steps:
         train(args, run, planned)
     if 'evaluate' in args.steps:
-        evaluate_models(args, run)
+        evaluate_models(args, run, planned)
     if 'compare' in args.steps:
         compare(args, run)
     if 'collect' in args.steps:
