@@ -293,14 +293,16 @@ def runs(args):
             for size in args.sizes for seed in args.seeds_of[size] for model in args.models]
 
 
-def train(args, run, plan):
+def train(args, run, plan, arguments=train_args):
+    """Trains each run to its planned iterations (arguments(args, size, model, seed, entry): train.py's flags):
+    a finished run is kept, an unfinished one resumes from its ckpt.pt."""
     for size, model, seed, out_dir in runs(args):
         name, entry = run_name(size, model, seed), plan['sizes'][size]['models'][model]
         if finished(out_dir, entry['max_iters']):
             print(f"[train] {name}: finished", flush=True)
             continue
         resume = ['--init_from', 'resume'] if (out_dir / 'ckpt.pt').is_file() else ['--overwrite']
-        run('train', name, python('train.py', *train_args(args, size, model, seed, entry), *resume),
+        run('train', name, python('train.py', *arguments(args, size, model, seed, entry), *resume),
             args.work_dir / f'{name}.train.log')
 
 

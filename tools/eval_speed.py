@@ -24,10 +24,16 @@ max |ΔP@1|, max |ΔP@5| over every direction, method and representation, and wh
 score matrices). The reference's results can be cached in a JSON file (--reference_cache): the old
 dense float64 path took 3.5 minutes on 2 Xeon (Sapphire Rapids) vCPUs and 18.5 on 2 AMD EPYC cores.
 
+--sense_table both times each section twice, with the inference sense table (kernels.SenseLookup: the sense
+network runs once per distinct id, and its outputs are kept between calls) and without it (the network runs for
+every lookup), and prints the ratio: the measurement that decides whether the table pays for itself. On the S
+reference Backpack (2 Xeon vCPUs, 2026-12-02) the sections that read it took 1.18x the CPU time without it.
+
 Each row gives wall seconds and the process's CPU seconds: on a machine shared with other work the
 wall time grows and the CPU seconds much less, so compare CPU seconds across runs.
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -41,6 +47,7 @@ sys.path.insert(0, str(REPO))
 import system  # noqa: E402  first: the OpenMP setting torch reads when it loads
 
 import evaluate  # noqa: E402
+import kernels  # noqa: E402
 from errors import UserError, resolve_device, run_main  # noqa: E402
 from experiments import interventions  # noqa: E402
 
@@ -56,6 +63,18 @@ def time_section(model, tok, device, section, out_dir):
     else:
         out = evaluate.run_evaluations(model, tok, device, which=[section], out_dir=out_dir).get(section)
     return time.time() - t0, time.process_time() - c0, out
+
+
+@contextlib.contextmanager
+def sense_table(enabled):
+    """The inference sense table on (as evaluate runs) or off: every SenseLookup call then runs the network."""
+    call = kernels.SenseLookup.__call__
+    if not enabled:
+        kernels.SenseLookup.__call__ = lambda self, idx, use_table=True: call(self, idx, use_table=False)
+    try:
+        yield
+    finally:
+        kernels.SenseLookup.__call__ = call
 
 
 def load_revision(rev):
@@ -146,6 +165,9 @@ def main(argv=None):
     p.add_argument('--reference', metavar='REV',
                    help='also run the BLI of this git revision (e.g. HEAD) and compare its numbers and time')
     p.add_argument('--reference_cache', help='JSON file of the reference BLI run: read when present, else written')
+    p.add_argument('--sense_table', choices=('on', 'off', 'both'), default='on',
+                   help="the Backpack's inference sense table: on (as evaluate runs), off, or both (times each "
+                        "section with and without it and prints the ratio)")
     p.add_argument('--output', help='write the times (and the comparison) here as JSON')
     args = p.parse_args(argv)
     device = resolve_device(args.device)
@@ -156,14 +178,31 @@ def main(argv=None):
 
     times, cpu, outputs = {}, {}, {}
     for section in args.sections:
-        times[section], cpu[section], outputs[section] = time_section(model, tok, device, section, args.out_dir)
+        with sense_table(args.sense_table != 'off'):
+            times[section], cpu[section], outputs[section] = time_section(model, tok, device, section, args.out_dir)
         print(f"{section}: {times[section]:.1f} s ({cpu[section]:.1f} CPU s)", flush=True)
     total = sum(times.values())
     print('\n| section | seconds | CPU seconds | share |\n|---|---:|---:|---:|')
     for section, seconds in times.items():
         print(f'| {section} | {seconds:.1f} | {cpu[section]:.1f} | {seconds / total:.0%} |')
     print(f'| total | {total:.1f} | {sum(cpu.values()):.1f} | |')
-    report = {'out_dir': args.out_dir, 'machine': system.machine(device), 'seconds': times, 'cpu_seconds': cpu}
+    report = {'out_dir': args.out_dir, 'machine': system.machine(device), 'sense_table': args.sense_table != 'off',
+              'seconds': times, 'cpu_seconds': cpu}
+
+    if args.sense_table == 'both':
+        if model.info['model_type'] != 'backpack':
+            raise UserError('--sense_table both times the Backpack\'s sense table: give a Backpack out_dir')
+        without = {}
+        for section in args.sections:
+            with sense_table(False):
+                _, without[section], _ = time_section(model, tok, device, section, args.out_dir)
+        print('\n| section | CPU s with the table | CPU s without | without / with |\n|---|---:|---:|---:|')
+        for section in args.sections:
+            print(f'| {section} | {cpu[section]:.1f} | {without[section]:.1f} | '
+                  f'{without[section] / max(cpu[section], 1e-9):.2f}x |')
+        print(f'| total | {sum(cpu.values()):.1f} | {sum(without.values()):.1f} | '
+              f'{sum(without.values()) / max(sum(cpu.values()), 1e-9):.2f}x |')
+        report['cpu_seconds_without_sense_table'] = without
 
     if args.reference:
         if 'bli' not in outputs:

@@ -72,8 +72,8 @@ sys.path.insert(0, str(REPO))
 import system  # noqa: E402  (before torch: the OpenMP setting torch reads when it loads)
 from errors import MissingFileError, UserError, resolve_device, run_main  # noqa: E402
 from tools.cpu_reference import (  # noqa: E402
-    EVIDENCE, MODELS, Runner, evaluation_current, finished, git_revision, minutes, plan_entry, python, read_config,
-    read_plan, run_name, runs, train_defaults, wide_width)
+    EVIDENCE, MODELS, Runner, evaluation_current, git_revision, minutes, plan_entry, python, read_config,
+    read_plan, run_name, runs, train, train_defaults, wide_width)
 from tools.cpu_reference import seed as seed_number  # noqa: E402  (the --seeds parser)
 from tools.cpu_sweep import probe_ms_per_iter  # noqa: E402
 
@@ -179,17 +179,10 @@ def plan(args, vocab_size):
     return plan
 
 
-def train(args, run, plan):
-    for size, model, seed, out_dir in runs(args):
-        name, entry = run_name(size, model, seed), plan['sizes'][size]['models'][model]
-        if finished(out_dir, entry['max_iters']):
-            print(f"[train] {name}: finished", flush=True)
-            continue
-        resume = ['--init_from', 'resume'] if (out_dir / 'ckpt.pt').is_file() else ['--overwrite']
-        run('train', name, python('train.py', *common_args(args), '--out_dir', shown(out_dir),
-                                  *setting_args(entry['settings']), '--seed', seed, '--max_iters', entry['max_iters'],
-                                  '--lr_decay_iters', entry['max_iters'], '--eval_interval', entry['eval_interval'],
-                                  *resume), args.work_dir / f'{name}.train.log')
+def train_args(args, size, model, seed, entry):
+    return [*common_args(args), '--out_dir', shown(args.work_dir / run_name(size, model, seed)),
+            *setting_args(entry['settings']), '--seed', seed, '--max_iters', entry['max_iters'],
+            '--lr_decay_iters', entry['max_iters'], '--eval_interval', entry['eval_interval']]
 
 
 def evaluation_args(args, *keys):
@@ -349,7 +342,7 @@ def main(argv=None):
     run = Runner(args.work_dir)
     planned = plan(args, vocab_size) if 'plan' in args.steps or 'train' in args.steps else None
     if 'train' in args.steps:
-        train(args, run, planned)
+        train(args, run, planned, train_args)
     if 'evaluate' in args.steps:
         evaluate_models(args, run)
     if 'compare' in args.steps:
