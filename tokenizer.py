@@ -14,6 +14,7 @@ as ids here, and the saved tokenizer.json has no added tokens, so a literal "<en
 sentence stays ordinary text.
 """
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -50,16 +51,60 @@ def copy_tokenizer(src_dir, dst_dir):
         shutil.copy(src_dir / name, dst_dir / name)
 
 
-def encode_texts(backend, texts):
-    """Plain text -> ids, batched and multi-threaded; never adds <s>/</s> or other specials."""
-    return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
+def encode_texts(encoder, texts):
+    """Plain text -> ids, batched and multi-threaded; never adds <s>/</s> or other specials (nor parses them:
+    a literal "<|endoftext|>" stays text). `encoder`: text_encoder's (tiktoken for GPT-2) or a
+    tokenizers.Tokenizer."""
+    if hasattr(encoder, "encode_ordinary_batch"):  # tiktoken.Encoding
+        return encoder.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+    return [encoding.ids for encoding in encoder.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+def text_encoder(backend, tokenizer_type):
+    """What turns text into ids: tiktoken for GPT-2's byte-level BPE (as nanoGPT tokenizes it), the
+    tokenizers.Tokenizer itself for ours and XLM-R's (tiktoken has no Unigram model). Both give the same ids
+    for GPT-2 (tests/test_tokenizer.py); the backend stays for decoding and per-piece work (offsets, pieces)."""
+    return gpt2_encoding(backend) if tokenizer_type == "gpt2" else backend
+
+
+def gpt2_encoding(backend):
+    """tiktoken's GPT-2 encoding (r50k) built from the vocabulary of `backend`, offline: tiktoken.get_encoding
+    would download its file. In GPT-2 a token's id is its merge rank, so the vocabulary, its tokens turned back
+    into bytes, is tiktoken's mergeable_ranks; the split pattern is GPT-2's (tiktoken's r50k_base)."""
+    try:
+        import tiktoken
+    except ImportError:
+        raise ImportError("the GPT-2 tokenizer encodes with tiktoken: pip install tiktoken (in requirements.txt)")
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    vocab = backend.get_vocab()
+    eos = vocab.pop("<|endoftext|>")
+    ranks = {bytes(byte_of[char] for char in token): id for token, id in vocab.items()}
+    return tiktoken.Encoding("gpt2_local", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": eos}, explicit_n_vocab=len(ranks) + 1)
+
+
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def bytes_to_unicode():
+    """GPT-2's byte -> printable character map: a byte-level BPE vocabulary writes byte b as chr of this."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
 
 
 class Tokenizer:
     def __init__(self, meta, backend, vocab_map=None, data_dir=None):
         self.meta = meta
         self.data_dir = data_dir  # where words.json lives (a data dir, or a training out_dir)
-        self.backend = backend
+        self.backend = backend  # decoding and pieces
+        self.encoder = text_encoder(backend, meta["tokenizer"]["type"])  # text -> ids
         self.vocab_map = vocab_map  # compact id i <-> original XLM-R id vocab_map[i]; None if not compacted
         self.vocab_size = meta["vocab_size"]
         special = meta["special_ids"]
@@ -78,10 +123,10 @@ class Tokenizer:
         return self._lang_ids[lang]
 
     def encode(self, text):
-        return self.backend.encode(text, add_special_tokens=False).ids
+        return encode_texts(self.encoder, [text])[0]
 
     def encode_batch(self, texts):
-        return encode_texts(self.backend, list(texts))
+        return encode_texts(self.encoder, list(texts))
 
     def encode_document(self, src_text, tgt_text, src="en", tgt="fr"):
         return self.encode_prompt(src_text, src, tgt) + self.encode(tgt_text) + [self.eos_id]

@@ -110,3 +110,25 @@ def test_language_masks_hold_only_readable_tokens(gpt2_data_dir):
     assert not (en | fr)[partial].any()
     assert not any("\ufffd" in tok.token_str(i) for i in np.flatnonzero(en | fr))
     assert fr[tok.encode_word("les")[0]] and en[tok.encode_word("the")[0]]
+
+
+def test_gpt2_ids_come_from_tiktoken_equal_to_transformers(gpt2_data_dir):
+    """GPT-2 text is encoded with tiktoken (built offline from the bundled vocabulary), as nanoGPT does; its ids
+    equal transformers' GPT-2 tokenizer on every sentence of the bundled sample's valid and test splits and on
+    the awkward strings."""
+    import tiktoken
+    from transformers import AutoTokenizer
+
+    from conftest import REPO
+    tok = load_tokenizer(gpt2_data_dir)
+    assert isinstance(tok.encoder, tiktoken.Encoding)
+    reference = AutoTokenizer.from_pretrained(REPO / "data" / "tokenizers" / "gpt2")
+    texts = [line.rstrip("\n") for path in sorted((REPO / "data" / "europarl" / "sample").glob("*.[ef][nr]"))
+             for line in path.read_text(encoding="utf-8").splitlines()]
+    # (not TAG_TEXT: transformers parses "<|endoftext|>" in text as the special token; we keep it text)
+    texts += TEXTS + BYTE_LEVEL_TEXTS + ["", "  ", "\n\nnew lines\n", "l’amendement d'aujourd'hui 's"]
+    assert len(texts) > 2000
+    expected = [reference(text, add_special_tokens=False)["input_ids"] for text in texts]
+    assert tok.encode_batch(texts) == expected
+    assert [tok.encode(text) for text in texts[-12:]] == expected[-12:]
+    assert tok.encoder.eot_token not in tok.encode("<|endoftext|> text")

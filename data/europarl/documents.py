@@ -7,7 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 import common  # noqa: F401  (puts the repo root on sys.path, for tokenizer.py)
-from tokenizer import encode_texts  # noqa: E402
+from tokenizer import encode_texts, text_encoder  # noqa: E402, F401  (text_encoder: for prepare.py)
 
 ENCODE_CHUNK = 10_000  # sentences per encode_batch call: bounds memory, drives the progress bar
 
@@ -31,14 +31,15 @@ class Ragged:
         return Ragged(self.flat[start:start + lens.sum()], lens)
 
 
-def encode_split(backend, pairs, name):
-    """The token ids of a split's English sides, then its French sides, as one Ragged."""
+def encode_split(encoder, pairs, name):
+    """The token ids of a split's English sides, then its French sides, as one Ragged (encoder: tokenizer.py's
+    text_encoder)."""
     texts = pairs.en + pairs.fr
     flats, lens = [], []
     # disable=None: a bar on a terminal only; in a log file its carriage returns make one endless line
     with tqdm(total=len(texts), desc=f"tokenize {name}", unit=" sentences", mininterval=1.0, disable=None) as bar:
         for begin in range(0, len(texts), ENCODE_CHUNK):
-            ids = encode_texts(backend, texts[begin:begin + ENCODE_CHUNK])
+            ids = encode_texts(encoder, texts[begin:begin + ENCODE_CHUNK])
             chunk_lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
             flats.append(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32,
                                      count=int(chunk_lens.sum())))
@@ -49,7 +50,8 @@ def encode_split(backend, pairs, name):
 
 def check_round_trip(spec, pairs, ragged):
     """The saved tokenizer must reproduce the ids written to disk (guards compaction and the
-    special-piece renaming); checked on the valid split, which is small."""
+    special-piece renaming); checked on the valid split, which is small. It is read with the tokenizers
+    library, so for GPT-2 (written with tiktoken) this also checks tiktoken's ids against it."""
     texts = pairs.en + pairs.fr
     again = encode_texts(spec.backend, texts)
     for i, ids in enumerate(again):

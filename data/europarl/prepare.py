@@ -27,7 +27,7 @@ import numpy as np
 from build_tokenizer import TOKENIZERS, load_pretrained, train_bpe
 from common import REPO, OneLineErrorParser, PrepareError
 from compact_vocab import compact_vocabulary
-from documents import check_round_trip, choose_dtype, encode_split, make_documents
+from documents import check_round_trip, choose_dtype, encode_split, make_documents, text_encoder
 from fetch import HF_DATASETS
 from split import load_splits
 from write import word_counts, write_outputs
@@ -105,7 +105,8 @@ def run(args):
         spec = train_bpe(splits["train"], args.vocab_size)
 
     # Each sentence is tokenized once; compaction (XLM-R) renumbers those ids, then they are checked
-    encoded = {name: encode_split(spec.backend, pairs, name) for name, pairs in splits.items()}
+    encoder = text_encoder(spec.backend, spec.type)  # tiktoken for GPT-2
+    encoded = {name: encode_split(encoder, pairs, name) for name, pairs in splits.items()}
     vocab_map = None
     if args.compact_vocab:
         vocab_map = compact_vocabulary(spec, encoded)
