@@ -35,7 +35,7 @@ from errors import MissingFileError, UserError, check_range, resolve_device, run
 from outdir import (  # noqa: F401  (the seed's snippets import them from here)
     check_vocabulary, checkpoint_record, headline_metrics, load_model, load_tokenizer, read_results, sha256_file,
     stale_results, to_json, tokenizer_record)
-from experiments import eval_data, lexical, perplexity, senses, sentence, translation
+from experiments import eval_data, lexical, perplexity, sense_roles, senses, sentence, translation
 from experiments.eval_data import read_parallel
 from model import is_backpack
 
@@ -171,7 +171,10 @@ def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=2
             return {'labels': labels,
                     'probe_words': senses.analyze_sense_vectors(model, tok, words, device, verbose=verbose,
                                                                 labels=[l['label'] for l in labels]),
-                    'cross_lingual_alignment': senses.cross_lingual_sense_alignment(model, tok, device)}
+                    'cross_lingual_alignment': senses.cross_lingual_sense_alignment(model, tok, device),
+                    # per-sense BLI from this run's bli section (absent when bli is not evaluated with it)
+                    'roles': sense_roles.evaluate_sense_roles(model, tok, device, bli=results.get('bli', {}),
+                                                              labels=labels)}
         timed('senses', sense_block)
     model_dir = info.get('out_dir')
     if model_dir and run_dir and os.path.realpath(model_dir) != os.path.realpath(run_dir):

@@ -37,7 +37,7 @@ import checkpoint
 import evaluate
 from checkpoint import OutDirLock, save_json
 from errors import UserError, run_main
-from experiments import eval_data, interventions, plots
+from experiments import eval_data, interventions, plots, sense_roles
 from tokenizer import copy_tokenizer
 
 HEATMAP_WORDS = {'en': 'parliament', 'fr': 'droit'}
@@ -78,6 +78,9 @@ def figures(model, tok, results, out_dir, device, results_dir=None):
         plots.plot_contextualization(alpha, [tok.token_str(i) for i in ids], os.path.join(where, name),
                                      f'contextualization weights α over a {lang.upper()} test sentence')
         made.append(name)
+    if 'roles' in results['senses']:
+        sense_roles.plot_roles(results['senses']['roles'], os.path.join(where, 'sense_roles.png'))
+        made.append('sense_roles.png')
     return made
 
 
@@ -103,6 +106,9 @@ def report(results, pngs):
         lines += [f"| {s['index']} | {s['label']} | {s['language_skew']['en']:.2f} | {s['entropy']:.2f} |"
                   for s in results['senses']['labels']]
         lines.append('')
+        if 'roles' in results['senses']:
+            lines += ['## Sense roles across languages (experiments/sense_roles.py)', '',
+                      *sense_roles.report_lines(results['senses']['roles']), '']
     if 'interventions' in results:
         lines += interventions.report_lines(results['interventions'])
     lines += ['## Figures', ''] + [f'![{png}]({png})' for png in pngs]

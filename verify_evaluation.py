@@ -53,7 +53,7 @@ from sacrebleu.metrics import BLEU, CHRF
 import checkpoint
 import evaluate
 from errors import DataError, UserError, run_main
-from experiments import eval_data, interventions, lexical, metrics
+from experiments import eval_data, interventions, lexical, metrics, sense_roles
 from experiments.eval_data import read_parallel
 from experiments.interventions import intervention_lines  # printed beside the gaps
 
@@ -460,6 +460,8 @@ def check_senses(c, results, tok, out_dir):
     for entry in analysis['words'].values():
         for sense in entry.get('senses', []):
             c.in_range(sense['entropy'], 0, analysis['max_entropy'] + 1e-6, f'senses entropy of sense {sense["sense"]}')
+    if 'roles' in results['senses']:  # (results made before sense_roles have none)
+        sense_roles.check(c, results['senses']['roles'])
 
 
 def gaps(results):

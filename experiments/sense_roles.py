@@ -138,30 +138,29 @@ def evaluate_sense_roles(model, tokenizer, device, dictionary=None, max_pairs=10
             'n_dictionary_pairs': counts['dictionary'], 'dictionary': str(path), 'seed': seed}
 
 
-def check(result) -> list[str]:
-    """What verify_evaluation.py recomputes from the stored matrices and per-pair contrasts: the dominances,
-    both permutation tests (same seed and N), the matching and the contrast's mean. Returns the mismatches."""
-    problems = []
+def check(c, result, where='senses.roles'):
+    """evaluate_sense_roles' result on verify_evaluation's Checks `c`, recomputed from the stored matrices and
+    per-pair contrasts: both dominances, both permutation tests (same seed and N), the matching and its value,
+    the contrast's mean and interval, each sense's diagonal."""
     M, M0 = np.asarray(result['matrix']), np.asarray(result['shuffled_matrix'])
-
-    def close(name, got, want, tol=1e-9):
-        if not np.allclose(got, want, atol=tol, rtol=0):
-            problems.append(f"sense_roles {name}: stored {got}, recomputed {want}")
-    close('dominance.true', result['dominance']['true'], dominance(M))
-    close('dominance.shuffled', result['dominance']['shuffled'], dominance(M0))
+    c.same(result['dominance']['true'], float(dominance(M)), f'{where}.dominance.true')
+    c.same(result['dominance']['shuffled'], float(dominance(M0)), f'{where}.dominance.shuffled')
     for key, matrix in (('permutation_test', M), ('shuffled_permutation_test', M0)):
         stored = result[key]
         again = permutation_test(matrix, stored['n_permutations'], stored['seed'])
-        close(f'{key}.p', stored['p'], again['p'])
-        close(f'{key}.statistic', stored['statistic'], again['statistic'])
+        c.same(stored['p'], again['p'], f'{where}.{key}.p')
+        c.same(stored['statistic'], again['statistic'], f'{where}.{key}.statistic')
     again = best_matching(M)
-    if again['matching'] != result['matching']['matching']:
-        problems.append(f"sense_roles matching: stored {result['matching']['matching']}, recomputed {again['matching']}")
-    close('matching.value', result['matching']['value'], again['value'])
-    close('pair_contrast.mean', result['pair_contrast']['mean'], float(np.mean(result['pair_contrast']['per_pair'])))
+    c.check(again['matching'] == result['matching']['matching'],
+            f"{where}.matching: recorded {result['matching']['matching']}, recomputed {again['matching']}")
+    c.same(result['matching']['value'], again['value'], f'{where}.matching.value')
+    d = result['pair_contrast']['per_pair']
+    c.check(len(d) == result['n_pairs'] == len(result['pairs']), f"{where}: {len(d)} per-pair contrasts, "
+            f"{len(result['pairs'])} pairs, n_pairs {result['n_pairs']}")
+    c.same(result['pair_contrast']['mean'], float(np.mean(d)), f'{where}.pair_contrast.mean')
+    c.interval(result['pair_contrast']['ci'], metrics.mean_stat(d), len(d), f'{where}.pair_contrast')
     for row in result['per_sense']:
-        close(f"per_sense[{row['sense']}].diagonal", row['diagonal'], M[row['sense'], row['sense']])
-    return problems
+        c.same(row['diagonal'], float(M[row['sense'], row['sense']]), f"{where}.per_sense[{row['sense']}].diagonal")
 
 
 def plot_roles(result, path, title=None):

@@ -9,6 +9,7 @@ import pytest
 
 from evaluate import load_model, load_tokenizer
 from experiments import sense_roles
+from verify_evaluation import Checks
 
 
 def test_role_matrices_are_per_pair_cosines():
@@ -55,13 +56,15 @@ def test_sense_roles_on_a_tiny_backpack(tiny_backpack_dir, tiny_transformer_dir,
     assert np.asarray(result['matrix']).shape == (k, k) and result['n_pairs'] == 200
     assert all(en.lower() != fr.lower() for en, fr in result['pairs'])
     assert len(result['pair_contrast']['per_pair']) == 200 and len(result['per_sense']) == k
-    assert sense_roles.check(result) == []
     stored = json.loads(json.dumps(result))  # as read back from the results file
-    assert sense_roles.check(stored) == []
+    c = Checks()
+    sense_roles.check(c, stored)
+    assert c.failures == [] and c.passed > 2 * k
     stored['permutation_test']['p'] = 0.5
     stored['dominance']['true'] += 0.01
-    problems = sense_roles.check(stored)
-    assert len(problems) == 2 and any('permutation_test.p' in p for p in problems)
+    c = Checks()
+    sense_roles.check(c, stored)
+    assert len(c.failures) == 2 and any('permutation_test.p' in f for f in c.failures)
     sense_roles.plot_roles(result, tmp_path / 'roles.png')
     assert (tmp_path / 'roles.png').stat().st_size > 10_000
     assert 'permutation test' in '\n'.join(sense_roles.report_lines(result))
