@@ -166,6 +166,10 @@ def verify(out_dir, committed=False):
             where = os.path.basename(file)
             check_inputs(c, r, out_dir, where)
             check_translation(c, r, out_dir, where=where)
+        roles = os.path.join(out_dir, 'sense_roles.json')  # experiments/sense_roles.py's own output, when kept
+        if os.path.isfile(roles):
+            with open(roles, encoding='utf-8') as f:
+                sense_roles.check(c, json.load(f), where='sense_roles.json')
         lines, comparisons = gaps(results)
     except (KeyError, IndexError, TypeError, AttributeError) as e:
         # a field missing or of the wrong type: the file was not written by run_full_evaluation.py as is

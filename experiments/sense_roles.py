@@ -135,7 +135,7 @@ def evaluate_sense_roles(model, tokenizer, device, dictionary=None, max_pairs=10
             'shuffled_permutation_test': permutation_test(M0, n_permutations, seed),
             'pair_contrast': contrast(true_R, shuffled_R), 'matching': best_matching(M),
             'per_sense': per_sense(M, M0, bli, labels), 'n_pairs': len(pairs),
-            'n_dictionary_pairs': counts['dictionary'], 'dictionary': str(path), 'seed': seed}
+            'n_dictionary_pairs': counts['dictionary'], 'dictionary': eval_data.portable_path(path), 'seed': seed}
 
 
 def check(c, result, where='senses.roles'):
@@ -227,6 +227,8 @@ def main(argv=None):
     model, _ = outdir.load_model(args.out_dir, device)
     tok = outdir.load_tokenizer(args.out_dir)
     result = evaluate_sense_roles(model, tok, device, args.dictionary, args.max_pairs, args.seed, args.n_permutations)
+    result['model'] = {'checkpoint': outdir.checkpoint_record(args.out_dir), 'model_type': 'backpack',
+                       'n_senses': model.config.n_senses}
     output = Path(args.output or Path(args.out_dir) / 'sense_roles.json')
     output.write_text(json.dumps(result, ensure_ascii=False, indent=1) + '\n', encoding='utf-8')
     plot_roles(result, args.figure or Path(args.out_dir) / 'sense_roles.png')
