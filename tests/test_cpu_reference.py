@@ -329,6 +329,15 @@ def test_seed_statistics_over_seeds_pairs_by_seed_and_checks_its_files(tmp_path)
     assert '| BLEU en-fr | backpack |' in (tmp_path / 'S' / 'seeds.md').read_text()
     assert 'S (2 seeds)' in (tmp_path / 'seeds.md').read_text()
     seed_statistics.main([*args, '--check'])
+    partial = tmp_path / 'S' / 'transformer_seed1' / 'evaluation_results.json'
+    partial.rename(partial.with_suffix('.later'))  # seed 1's twin not collected yet: seed 1 waits
+    seed_statistics.main(args)
+    stats = json.loads((tmp_path / 'S' / 'seeds.json').read_text())
+    assert stats['seeds'] == [0] and stats['partial_seeds'] == {'1': ['backpack']}
+    assert set(stats['models']) == {'backpack', 'transformer'} and stats['paired']['transformer']
+    assert 'seed 1: backpack' in (tmp_path / 'S' / 'seeds.md').read_text()
+    partial.with_suffix('.later').rename(partial)
+    seed_statistics.main(args)
     results['translation']['en-fr']['hypotheses'][0] += ' x'
     changed.write_text(json.dumps(results))
     with pytest.raises(UserError, match='out of date.*seeds.json'):

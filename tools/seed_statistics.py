@@ -193,7 +193,11 @@ def interval(r):
 
 def size_markdown(size, stats):
     seeds = stats['seeds']
-    lines = [f"# Size {size}: {len(seeds)} training seed{'s' * (len(seeds) > 1)} ({', '.join(map(str, seeds))})", '',
+    partial = stats.get('partial_seeds') or {}
+    waiting = ['Not yet counted (a seed counts once all its models are collected): ' + '; '.join(
+        f"seed {s}: {', '.join(models)}" for s, models in partial.items()) + '.', ''] if partial else []
+    lines = [f"# Size {size}: {len(seeds)} training seed{'s' * (len(seeds) > 1)} ({', '.join(map(str, seeds))})",
+             '', *waiting,
              METHOD[0].upper() + METHOD[1:] + '. Bits/byte: seeds resampled, not documents. All metrics are in '
              'seeds.json.', '', '| metric | model | mean | 95 % interval (seeds × items) | t-interval (seeds) | '
              'per seed |', '|---|---|---:|---:|---:|---|']
@@ -250,8 +254,14 @@ def outputs(results_dir, bootstrap=BOOTSTRAP):
     for size, seeds in plan['seeds'].items():
         if not (results_dir / size / f'backpack_seed{seeds[0]}' / 'evaluation_results.json').is_file():
             continue  # nothing of this size collected yet
-        seeds = [s for s in seeds if (results_dir / size / f'backpack_seed{s}' / 'evaluation_results.json').is_file()]
-        stats = size_statistics(results_dir / size, seeds, bootstrap)
+        have = {s: [m for m in MODELS if (results_dir / size / f'{m}_seed{s}' / 'evaluation_results.json').is_file()]
+                for s in seeds}
+        # the seeds with every model collected so far in any seed: all are summarised, and paired, over the same seeds
+        present = {m for models in have.values() for m in models}
+        complete = [s for s in seeds if set(have[s]) == present]
+        used = complete or [s for s in seeds if 'backpack' in have[s]]
+        stats = size_statistics(results_dir / size, used, bootstrap)
+        stats['partial_seeds'] = {str(s): have[s] for s in seeds if s not in used and have[s]}
         all_stats[size] = stats
         files[results_dir / size / 'seeds.json'] = json_text(stats) + '\n'
         files[results_dir / size / 'seeds.md'] = size_markdown(size, stats)
