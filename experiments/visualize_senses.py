@@ -14,7 +14,9 @@ Writes into --output (default: out_dir/senses/):
                         - search a word, English or French: its k senses, each with its derived label and
                           the --top_k tokens it pushes up most and least (E·C(w)_l), coloured by language;
                         - the word's cross-lingual neighbours (bilingual lexicon induction);
-                        - the α heatmaps of the example sentences, both languages side by side.
+                        - the α heatmaps of the example sentences, both languages side by side;
+                        - the sense-role heatmaps (experiments/sense_roles.py): mean cos(C(en)_l, C(fr)_m)
+                          over MUSE translation pairs and over shuffled pairs.
 
 The explorer holds the --n_words most frequent covered words of each language of the training pairs
 (out_dir/words.json: counted on each side of the training pairs; a word of both lists is held once); any
@@ -48,7 +50,7 @@ import torch  # noqa: E402
 import outdir  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
 from errors import MissingFileError, UserError, resolve_device, run_main, warn  # noqa: E402
-from experiments import eval_data, lexical, metrics, plots, senses  # noqa: E402
+from experiments import eval_data, lexical, metrics, plots, sense_roles, senses  # noqa: E402
 from experiments.sense_vector import sense_labels, training_counts  # noqa: E402
 from model import is_backpack  # noqa: E402
 
@@ -169,6 +171,16 @@ def explorer_data(model, tok, device, labels, pairs, n_words=3000, top_k=5, n_ne
             'labels': labels, 'words': entries, 'tokens': tokens, 'sentences': sentences}
 
 
+def role_summary(result):
+    """What the explorer shows of experiments/sense_roles.py's analysis: the k x k role matrices (3 decimals), the
+    dominances, the permutation test's p, the pair contrast and the matching."""
+    return {'matrix': np.round(result['matrix'], 3).tolist(), 'shuffled': np.round(result['shuffled_matrix'], 3).tolist(),
+            'dominance': result['dominance'], 'p': result['permutation_test']['p'],
+            'n_permutations': result['permutation_test']['n_permutations'], 'contrast': result['pair_contrast']['mean'],
+            'contrast_ci': [result['pair_contrast']['ci']['low'], result['pair_contrast']['ci']['high']],
+            'matching': result['matching']['matching'], 'n_pairs': result['n_pairs']}
+
+
 def render_html(data):
     """The page: the template with its CSS, its script and the data (JSON, '<' escaped so that no
     string can close the script element) inlined."""
@@ -255,6 +267,7 @@ def main(argv=None):
              f"({model.config.block_size} tokens): {len(pairs)} example pairs instead of {args.n_sentences}")
     data = explorer_data(model, tok, device, labels, pairs, n_words=args.n_words, top_k=args.top_k,
                          n_neighbours=args.n_neighbours)
+    data['roles'] = role_summary(sense_roles.evaluate_sense_roles(model, tok, device, bli={}, labels=[]))
     data['settings']['labels_from'] = labels_from
     html = render_html(data)
     os.makedirs(output, exist_ok=True)

@@ -223,6 +223,14 @@ def test_explorer_in_a_browser(chromium, explorer, tmp_path):
         assert image.size == VIEWPORT
         assert len(image.convert('RGB').getcolors(1 << 20)) > 50  # text and coloured chips, not a blank page
 
+    # the sense-role heatmaps: k x k cells each, titled with the data's cosines; a row click selects its sense
+    for view, matrix in (('roles-true', data['roles']['matrix']), ('roles-shuffled', data['roles']['shuffled'])):
+        assert chromium.evaluate(f"document.querySelectorAll('#{view} td').length") == k * k
+        title = chromium.evaluate(f"document.querySelectorAll('#{view} tr')[3].children[2].title")
+        assert title.endswith(f"= {matrix[2][1]}") and 'C(en)_2, C(fr)_1' in title
+    chromium.evaluate("document.querySelectorAll('#roles-true tr')[4].children[1].click()")
+    assert chromium.evaluate("document.getElementById('sense').value") == '3'
+
     # a word that is not there: suggestions instead of senses
     chromium.evaluate("document.getElementById('word').value = ''")
     chromium.type('parl')

@@ -131,6 +131,35 @@ function showAlpha() {
   }
 }
 
+// ------------------------------------------------------------------------------------------- sense roles
+
+function roleTable(M, caption) {
+  const values = M.flat(), lo = Math.min(...values), hi = Math.max(...values);
+  const head = el('tr', {}, el('th', {}, 'en \\ fr'), ...M.map((_, m) => el('th', {class: 'col'}, String(m))));
+  const rows = M.map((row, l) => el('tr', {}, el('th', {}, String(l)), ...row.map((v, m) => {
+    const shade = hi > lo ? (v - lo) / (hi - lo) : 0;
+    const cell = el('td', {title: `mean cos(C(en)_${l}, C(fr)_${m}) = ${v}`,
+                           style: `background: rgba(30, 90, 160, ${shade.toFixed(3)}); cursor: pointer`});
+    cell.addEventListener('click', () => selectSense(l));
+    return cell;
+  })));
+  return [el('div', {class: 'caption'}, caption), el('table', {'data-roles': M.length}, head, ...rows)];
+}
+
+function showRoles() {
+  const R = D.roles;
+  if (!R) { $('roles-view').hidden = true; return; }
+  const fixed = R.matching.filter((m, l) => m === l).length;
+  $('roles-info').textContent = `On ${R.n_pairs} MUSE en→fr pairs with different spellings: M[l, m] = mean ` +
+    `cos(C(en)_l, C(fr)_m). Diagonal dominance ${R.dominance.true.toFixed(3)} (shuffled pairs ` +
+    `${R.dominance.shuffled.toFixed(3)}), permutation p = ${R.p.toPrecision(3)} over ${R.n_permutations} ` +
+    `relabellings; translations − shuffled ${R.contrast.toFixed(3)} [${R.contrast_ci[0].toFixed(3)}, ` +
+    `${R.contrast_ci[1].toFixed(3)}]; the best one-to-one matching keeps ${fixed}/${R.matching.length} senses ` +
+    'in place. Click a row to show that sense\'s α.';
+  $('roles-true').replaceChildren(...roleTable(R.matrix, 'translation pairs'));
+  $('roles-shuffled').replaceChildren(...roleTable(R.shuffled, 'shuffled pairs'));
+}
+
 // ------------------------------------------------------------------------------------------- start
 
 function init() {
@@ -158,6 +187,7 @@ function init() {
     const first = $('suggestions').querySelector('button');
     if (e.key === 'Enter' && first) search(first.textContent);
   });
+  showRoles();
   selectSense(0);
   const start = decodeURIComponent(location.hash.slice(1));
   if (start) search(start); else $('status').textContent = 'Type a word.';
