@@ -4,16 +4,29 @@ Export a trained model (train.py's out_dir) as a Hugging Face model directory, a
     python export_hf.py --out_dir out/tiny_backpack --hf_dir hf/tiny_backpack
     python export_hf.py --out_dir out/tiny_transformer --hf_dir hf/tiny_transformer --push_to_hub user/name
 
-A Backpack is written exactly in the layout of stanfordnlp/backpack-gpt2 (config.json with the fields of its
-BackpackGPT2Config, model.safetensors with its key names and GPT-2's Conv1D orientation), and its config's
-auto_map points at that repository's modeling code, so that
+A Backpack is written in the layout of stanfordnlp/backpack-gpt2 (config.json with the field names of its
+BackpackGPT2Config, model.safetensors with its key names and GPT-2's Conv1D orientation) together with its own
+modeling code: hf_backpack/modeling_backpack.py and configuration_backpack.py (torch and transformers only;
+tests/test_hf_backpack.py checks them against model.py) are copied beside the weights, and config.json's
+auto_map points at these copies, so that
 
     AutoModelForCausalLM.from_pretrained(hf_dir_or_hub_id, trust_remote_code=True)
 
-runs the official code: no second copy of the model lives here. That code predates transformers 5 (it
-never calls post_init(), which transformers 5's from_pretrained needs): it loads with transformers 4.x.
-pretrained.from_pretrained_backpack(hf_dir) reads the directory with this repo's BackpackLM, and
-`train.py --init_from backpack-small --pretrained_path hf_dir` starts a new training run from it.
+runs with transformers 5 and 4.x, offline, and supports labels, attention_mask (left padding), the KV cache,
+generate() and pipeline('text-generation'), output_hidden_states, and output_senses=True (the senses and
+alpha). generation_config.json gives the EOS id and suppresses the embedding's padding rows (if any), which
+are never tokens. pretrained.from_pretrained_backpack(hf_dir) reads the directory with this repo's
+BackpackLM, and `train.py --init_from backpack-small --pretrained_path hf_dir` starts a new training run from it.
+
+A backpack-gpt2 checkpoint (stanfordnlp/backpack-gpt2 itself, or any directory in its layout, pickle
+pytorch_model.bin included) gets the same modeling code in one line:
+
+    python export_hf.py --from_hf DIR [--hf_dir NEW_DIR]
+
+checks its weights (pretrained.from_pretrained_backpack must load them), and writes model.safetensors (each
+tensor once: the tied copies and GPT-2's attention-mask buffers left out), the two modeling files and its
+config.json with our auto_map, into DIR itself (a pytorch_model.bin there is kept; safetensors is read first)
+or, with --hf_dir, into a new directory with DIR's other files (tokenizer, README, ...).
 
 The Transformer twin becomes a stock GPT2LMHeadModel (no remote code), which AutoModelForCausalLM and
 pipeline('text-generation') load as it is. Where our model has no biases (bias=False), the export has zero
@@ -67,10 +80,14 @@ from experiments.perplexity import read_documents
 from model import is_backpack
 from tokenizer import TAG_NAMES, copy_tokenizer, load_tokenizer, tokenizer_files
 
-BACKPACK_CODE = 'stanfordnlp/backpack-gpt2'  # the hub repository whose modeling code loads a Backpack export
-# "repo--module.Class": transformers fetches the module from that repo (dynamic_module_utils)
-AUTO_MAP = {'AutoConfig': f'{BACKPACK_CODE}--configuration_backpack_gpt2.BackpackGPT2Config',
-            'AutoModelForCausalLM': f'{BACKPACK_CODE}--modeling_backpack_gpt2.BackpackGPT2LMHeadModel'}
+BACKPACK_GPT2 = 'stanfordnlp/backpack-gpt2'  # the official Backpack, whose layout and config fields exports keep
+# the Backpack's modeling code, copied beside the weights of a Backpack export; auto_map's "module.Class" names
+# a module of the model's own directory (transformers' dynamic_module_utils)
+HF_CODE_DIR = Path(__file__).resolve().parent / 'hf_backpack'
+HF_CODE_FILES = ('configuration_backpack.py', 'modeling_backpack.py')
+AUTO_MAP = {'AutoConfig': 'configuration_backpack.BackpackGPT2Config',
+            'AutoModel': 'modeling_backpack.BackpackGPT2Model',
+            'AutoModelForCausalLM': 'modeling_backpack.BackpackGPT2LMHeadModel'}
 # our key prefix -> the Hugging Face one: for a Backpack, the inverse of pretrained._convert_hf_state_dict's renames
 BACKPACK_KEYS = [('transformer.', 'backpack.gpt2_model.'), ('sense_network.', 'backpack.sense_network.'),
                  ('sense_weight_net.', 'backpack.sense_weight_net.c_attn.')]
@@ -81,21 +98,36 @@ HF_TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--out_dir', required=True, help='training output dir (best.pt or ckpt.pt, evaluation_results.json, '
-                                                    'meta.json and the tokenizer, val_en.bin and val_fr.bin)')
-    p.add_argument('--hf_dir', required=True, help='the directory to write: config.json, model.safetensors, the '
-                                                   'tokenizer (Hugging Face\'s and ours, with meta.json), '
-                                                   'evaluation_results.json, README.md, release.json')
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument('--out_dir', help='training output dir (best.pt or ckpt.pt, evaluation_results.json, '
+                                          'meta.json and the tokenizer, val_en.bin and val_fr.bin)')
+    source.add_argument('--from_hf', metavar='DIR', help='a backpack-gpt2 checkpoint directory (config.json + '
+                                                         'model.safetensors or pytorch_model.bin): give it our '
+                                                         'modeling code and safetensors weights, in place or in --hf_dir')
+    p.add_argument('--hf_dir', help='the directory to write: config.json, model.safetensors, the modeling code '
+                                    '(Backpack), the tokenizer (Hugging Face\'s and ours, with meta.json), '
+                                    'evaluation_results.json, README.md, release.json. Required with --out_dir; '
+                                    'with --from_hf, a new directory instead of DIR itself')
     p.add_argument('--overwrite', action='store_true', help='replace an existing, non-empty hf_dir')
     p.add_argument('--push_to_hub', metavar='REPO_ID', help='then upload hf_dir to this hub repository (user/name)')
     p.add_argument('--private', action='store_true', help='with --push_to_hub: create the repository private')
     args = p.parse_args(argv)
+    if args.out_dir and not args.hf_dir:
+        raise UserError('--hf_dir is required with --out_dir (the directory to write)')
 
-    hf_dir = Path(args.hf_dir)
-    if hf_dir.exists() and not hf_dir.is_dir():
-        raise UserError(f"--hf_dir {hf_dir} is a file, not a directory")
-    if hf_dir.is_dir() and any(hf_dir.iterdir()) and not args.overwrite:
-        raise UserError(f"--hf_dir {hf_dir} already holds files: pass --overwrite to replace them, or another --hf_dir")
+    hf_dir = Path(args.hf_dir) if args.hf_dir else None
+    if hf_dir is not None:
+        if hf_dir.exists() and not hf_dir.is_dir():
+            raise UserError(f"--hf_dir {hf_dir} is a file, not a directory")
+        if hf_dir.is_dir() and any(hf_dir.iterdir()) and not args.overwrite:
+            raise UserError(f"--hf_dir {hf_dir} already holds files: pass --overwrite to replace them, or another "
+                            f"--hf_dir")
+    if args.from_hf:
+        hf_dir = convert_backpack_gpt2(args.from_hf, hf_dir)
+        print(f"wrote {hf_dir}: {', '.join(sorted(f.name for f in hf_dir.iterdir()))}")
+        if args.push_to_hub:
+            print(f"pushed {hf_dir} to {push_to_hub(hf_dir, args.push_to_hub, args.private)}")
+        return
     model, ckpt = load_model(args.out_dir)
     tok = load_tokenizer(args.out_dir)
     results_path = os.path.join(args.out_dir, 'evaluation_results.json')
@@ -150,7 +182,7 @@ def hf_state_dict(model, prefixes):
 
 def backpack_config(cfg, eos_id):
     """config.json of stanfordnlp/backpack-gpt2: GPT2Config's fields plus num_senses and
-    sense_intermediate_scale, under model_type backpack-gpt2, the code found through auto_map."""
+    sense_intermediate_scale, under model_type backpack-gpt2, with auto_map at the modeling code beside it."""
     return {'architectures': ['BackpackGPT2LMHeadModel'], 'auto_map': AUTO_MAP, 'model_type': 'backpack-gpt2',
             'vocab_size': cfg.vocab_size, 'n_positions': cfg.block_size, 'n_embd': cfg.n_embd,
             'n_layer': cfg.n_layer, 'n_head': cfg.n_head, 'n_inner': None, 'num_senses': cfg.n_senses,
@@ -158,17 +190,93 @@ def backpack_config(cfg, eos_id):
             'scale_attn_by_inverse_layer_idx': cfg.scale_attn_by_inverse_layer_idx, 'scale_attn_weights': True,
             'reorder_and_upcast_attn': False, 'activation_function': 'gelu_new', 'layer_norm_epsilon': 1e-5,
             'resid_pdrop': cfg.dropout, 'embd_pdrop': cfg.dropout, 'attn_pdrop': cfg.dropout,
-            'initializer_range': 0.02, 'bos_token_id': eos_id, 'eos_token_id': eos_id, 'use_cache': False,
-            'torch_dtype': 'float32'}
+            'initializer_range': 0.02, 'bos_token_id': eos_id, 'eos_token_id': eos_id, 'use_cache': True,
+            'tie_word_embeddings': True, 'torch_dtype': 'float32'}
+
+
+def generation_config(eos_id, n_tokens, vocab_size):
+    """generation_config.json: EOS (also BOS and padding, as GPT-2's), and the embedding's rows past the token
+    ids suppressed, so that generate() picks among tokens only, as generation.py does."""
+    config = {'bos_token_id': eos_id, 'eos_token_id': eos_id, 'pad_token_id': eos_id}
+    if n_tokens < vocab_size:
+        config['suppress_tokens'] = list(range(n_tokens, vocab_size))
+    return config
+
+
+def copy_backpack_code(directory):
+    """The modeling code that config.json's auto_map names, beside the weights."""
+    for name in HF_CODE_FILES:
+        shutil.copy(HF_CODE_DIR / name, directory / name)
 
 
 def write_backpack(model, tok, directory):
-    """config.json + model.safetensors in backpack-gpt2's layout. Each tensor is stored once, as
-    save_pretrained stores tied weights: lm_head.weight and the backpack.word_embeddings /
-    backpack.position_embeddings aliases are the same parameters as the GPT-2 embeddings."""
+    """config.json + model.safetensors in backpack-gpt2's layout, the modeling code and generation_config.json.
+    Each tensor is stored once, as save_pretrained stores tied weights: lm_head.weight and the
+    backpack.word_embeddings / backpack.position_embeddings aliases are the same parameters as the GPT-2
+    embeddings."""
     from safetensors.torch import save_file
     save_file(hf_state_dict(model, BACKPACK_KEYS), str(directory / 'model.safetensors'), metadata={'format': 'pt'})
     (directory / 'config.json').write_text(json.dumps(backpack_config(model.config, tok.eos_id), indent=2) + '\n')
+    generation = generation_config(tok.eos_id, model.n_tokens, model.config.vocab_size)
+    (directory / 'generation_config.json').write_text(json.dumps(generation) + '\n')
+    copy_backpack_code(directory)
+
+
+WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
+
+
+def convert_backpack_gpt2(src, hf_dir=None):
+    """`--from_hf src`: a backpack-gpt2 checkpoint directory given our modeling code. Its weights must load into
+    BackpackLM (pretrained.from_pretrained_backpack: every key known, tied copies equal); model.safetensors
+    gets each tensor once, config.json keeps every field and gets our auto_map. In place (hf_dir None; each
+    file written under a temporary name and renamed, a pytorch_model.bin left as it is) or into a new hf_dir
+    holding src's other files too. Returns the directory written."""
+    from safetensors.torch import save_file
+
+    import pretrained
+    src = Path(src)
+    if not src.is_dir():  # (a hub id: download it first, e.g. `hf download stanfordnlp/backpack-gpt2 --local-dir DIR`)
+        raise UserError(f"--from_hf {src}: no such directory (a local backpack-gpt2 checkpoint: config.json and "
+                        f"model.safetensors or pytorch_model.bin)")
+    try:
+        pretrained.from_pretrained_backpack(src)
+        weights = pretrained._read_weights(src)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"--from_hf {src}: not a backpack-gpt2 checkpoint this repository reads ({reason})") from None
+    aliases = pretrained.HF_LAYOUTS['backpack-gpt2'][1]
+    weights = {k: t.contiguous() for k, t in weights.items()
+               if k not in aliases and not k.endswith(('.attn.bias', '.attn.masked_bias'))}
+    config = json.loads((src / 'config.json').read_text(encoding='utf-8'))
+    config.update({'architectures': ['BackpackGPT2LMHeadModel'], 'auto_map': AUTO_MAP, 'model_type': 'backpack-gpt2'})
+    config.pop('use_cache', None)  # the official config says False: the cache works now (the default, True)
+
+    def write(directory, suffix=''):
+        save_file(weights, str(directory / f'model.safetensors{suffix}'), metadata={'format': 'pt'})
+        (directory / f'config.json{suffix}').write_text(json.dumps(config, indent=2) + '\n', encoding='utf-8')
+        for name in HF_CODE_FILES:
+            shutil.copy(HF_CODE_DIR / name, directory / f'{name}{suffix}')
+
+    if hf_dir is None:
+        suffix = f'.{os.getpid()}.{secrets.token_hex(4)}.tmp'
+        try:
+            write(src, suffix)
+            usual_mode(src.glob(f'*{suffix}'))
+            for name in ('model.safetensors', 'config.json', *HF_CODE_FILES):
+                os.replace(src / f'{name}{suffix}', src / name)
+        finally:
+            for path in src.glob(f'*{suffix}'):
+                path.unlink()
+        return src
+
+    def write_new(directory):
+        for path in src.iterdir():
+            if path.name not in (*WEIGHT_FILES, 'config.json', *HF_CODE_FILES):
+                (shutil.copytree if path.is_dir() else shutil.copy2)(path, directory / path.name)
+        write(directory)
+
+    write_directory(hf_dir, write_new)
+    return hf_dir
 
 
 def write_gpt2(model, tok, directory):
@@ -295,6 +403,19 @@ DEFINITIONS = {
 }
 
 
+def backpack_snippet(name, max_new_tokens=40):
+    """The model card's five lines: load a Backpack export (model and tokenizer: the tokenizer reads config.json
+    too, hence trust_remote_code for both), translate, print the top tokens of each sense of a word
+    (tests/test_hf_backpack.py runs them)."""
+    return ['from transformers import pipeline',
+            f"generate = pipeline('text-generation', model='{name}', trust_remote_code=True)  # the model and its tokenizer",
+            f"print(generate('<en> Thank you, Mr President. <fr>', max_new_tokens={max_new_tokens}, do_sample=False, "
+            "return_full_text=False)[0]['generated_text'])",
+            'model, tok = generate.model, generate.tokenizer',
+            "print([tok.convert_ids_to_tokens(sense[:len(tok)].topk(5).indices) "
+            "for sense in model.sense_logits(tok('Parliament').input_ids[:1])[0]])  # sense_logits: (words, k, vocab)"]
+
+
 def model_card(model, ckpt, tok, results, name):
     """README.md: data, tokenizer, size, the evaluation (values and definitions), how to load the model and
     how to prompt a translation."""
@@ -319,11 +440,13 @@ def model_card(model, ckpt, tok, results, name):
              '## Load it', '']
     if backpack:
         lines += [
-            f"The weights are in the layout of [`{BACKPACK_CODE}`](https://huggingface.co/{BACKPACK_CODE}), whose "
-            "modeling code `auto_map` points to. That code predates transformers 5: load it with transformers 4.x.",
-            '', '```python', 'import torch', 'from transformers import AutoModelForCausalLM, AutoTokenizer',
-            f"model = AutoModelForCausalLM.from_pretrained('{name}', trust_remote_code=True).eval()",
-            f"tok = AutoTokenizer.from_pretrained('{name}')", '```', '',
+            f"The weights are in the layout of [`{BACKPACK_GPT2}`](https://huggingface.co/{BACKPACK_GPT2}), and the "
+            "modeling code `auto_map` points to is beside them (`modeling_backpack.py`, `configuration_backpack.py`: "
+            "torch and transformers only, transformers 4.x or 5): `generate()`, `pipeline('text-generation', "
+            "trust_remote_code=True)`, `labels`, `attention_mask` (left padding), the KV cache, and "
+            "`output_senses=True` (each position's senses `senses` and their weights α `contextualization`). Load "
+            "the model and its tokenizer, translate, and print the top tokens of each sense of a word:", '',
+            '```python', *backpack_snippet(name, min(40, cfg.block_size // 2)), '```', '',
             "Without remote code, in the training repository: `from model import from_pretrained_backpack; "
             f"model = from_pretrained_backpack('{name}')`, also a starting point for training: "
             f"`python train.py --init_from backpack-small --pretrained_path {name} ...`.", '']
@@ -343,19 +466,12 @@ def model_card(model, ckpt, tok, results, name):
         '```python', "prompt = '<en> Thank you, Mr President. <fr>'",
         "ids = tok(prompt, return_tensors='pt').input_ids",
         "stop = [tok.eos_token_id] + tok.convert_tokens_to_ids(['<en>', '<fr>'])"]
-    if backpack:  # the official class has no generate(): greedy decoding by hand, over token ids only
-        lines += [
-            'prompt_length = ids.shape[1]', 'with torch.no_grad():',
-            f"    while ids.shape[1] < {cfg.block_size}:",
-            '        next_id = model(ids).logits[0, -1, :len(tok)].argmax()  # the rows past len(tok) are no token',
-            '        if next_id.item() in stop:', '            break',
-            '        ids = torch.cat([ids, next_id.view(1, 1)], dim=1)',
-            "print(tok.decode(ids[0, prompt_length:], skip_special_tokens=True))"]
-    else:
-        lines += [
-            'out = model.generate(ids, max_new_tokens=100, do_sample=False, eos_token_id=stop)',
-            "print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
-            f"# or: pipeline('text-generation', model='{name}')(prompt, max_new_tokens=100, do_sample=False)"]
+    new = min(100, cfg.block_size // 2)  # prompt and output within the learned positions
+    lines += [
+        f'out = model.generate(ids, max_new_tokens={new}, do_sample=False, eos_token_id=stop)',
+        "print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
+        f"# or: pipeline('text-generation', model='{name}'{', trust_remote_code=True' if backpack else ''})"
+        f"(prompt, max_new_tokens={new}, do_sample=False)"]
     directions = 'both directions' if meta['directions'] == 'both' else meta['directions']
     lines += [
         '```', '', '## Data', '',
@@ -390,7 +506,8 @@ def model_card(model, ckpt, tok, results, name):
               if any(metric.startswith(prefix + ' ') for metric in headline)]
     own = [f"`{meta['tokenizer'][key]}`" for key in ('file', 'vocab_map') if meta['tokenizer'].get(key)]
     lines += ['', '## Files', '',
-              '`config.json`, `model.safetensors`' + ('' if backpack else ', `generation_config.json`')
+              '`config.json`, `model.safetensors`, `generation_config.json`'
+              + (', `modeling_backpack.py`, `configuration_backpack.py`' if backpack else '')
               + ', `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`, `evaluation_results.json`, '
               'this `README.md`; for the training repository\'s own code, `meta.json` (the data\'s description) and '
               f"{', '.join(own)} (its tokenizer); `release.json`: the checkpoint this was exported from, the sha256 "
@@ -414,11 +531,7 @@ def write_directory(hf_dir, write):
     tmp.mkdir()  # the usual mode (0777 less the umask)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        for path in tmp.rglob('*'):  # safetensors writes its files 0600: give every file the usual mode
-            if path.is_file():
-                os.chmod(path, 0o666 & ~umask)
+        usual_mode(tmp.rglob('*'))
         if hf_dir.exists():
             os.replace(hf_dir, old)
         os.replace(tmp, hf_dir)
@@ -428,6 +541,15 @@ def write_directory(hf_dir, write):
             os.replace(old, hf_dir)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def usual_mode(paths):
+    """safetensors writes its files 0600: give every file the usual mode (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        if path.is_file():
+            os.chmod(path, 0o666 & ~umask)
 
 
 def push_to_hub(hf_dir, repo_id, private=False):

@@ -2,7 +2,8 @@
 
 Round trips, all offline: the Backpack export has backpack-gpt2's layout, reloads with
 from_pretrained_backpack with equal weights, and gives the logits of the official modeling code (the copy
-pyvene ships, loaded by path); the Transformer export is a stock GPT2LMHeadModel whose logits and greedy
+pyvene ships, loaded by path) and, with its own modeling code (hf_backpack/, tests/test_hf_backpack.py), our
+logits and greedy tokens through AutoModelForCausalLM; the Transformer export is a stock GPT2LMHeadModel whose logits and greedy
 generation equal ours; AutoTokenizer gives our ids; an exported Europarl Backpack starts
 `train.py --init_from backpack-small` as backpack-gpt2 does; --push_to_hub with the hub unreachable is one
 error line and leaves the export whole. An export is also a release (issue 21 §4): evaluate.load_model reads it
@@ -89,14 +90,16 @@ def test_backpack_export_has_the_backpack_gpt2_layout(exports, tmp_path):
     from safetensors.torch import load_file
     out, hf = exports['backpack']
     cfg = load_model(out)[0].config
-    assert sorted(p.name for p in hf.iterdir()) == ['README.md', 'config.json', 'evaluation_results.json', 'meta.json',
-                                                    'model.safetensors', 'release.json', 'special_tokens_map.json',
-                                                    'tokenizer', 'tokenizer.json', 'tokenizer_config.json']
+    assert sorted(p.name for p in hf.iterdir()) == ['README.md', 'config.json', 'configuration_backpack.py',
+                                                    'evaluation_results.json', 'generation_config.json', 'meta.json',
+                                                    'model.safetensors', 'modeling_backpack.py', 'release.json',
+                                                    'special_tokens_map.json', 'tokenizer', 'tokenizer.json',
+                                                    'tokenizer_config.json']
     assert (hf / 'tokenizer' / 'tokenizer.json').read_bytes() == (out / 'tokenizer' / 'tokenizer.json').read_bytes()
     config = json.loads((hf / 'config.json').read_text())
-    assert config['auto_map'] == {
-        'AutoConfig': 'stanfordnlp/backpack-gpt2--configuration_backpack_gpt2.BackpackGPT2Config',
-        'AutoModelForCausalLM': 'stanfordnlp/backpack-gpt2--modeling_backpack_gpt2.BackpackGPT2LMHeadModel'}
+    assert config['auto_map'] == {  # the modeling code beside the weights (tests/test_hf_backpack.py)
+        'AutoConfig': 'configuration_backpack.BackpackGPT2Config', 'AutoModel': 'modeling_backpack.BackpackGPT2Model',
+        'AutoModelForCausalLM': 'modeling_backpack.BackpackGPT2LMHeadModel'}
     assert (config['model_type'], config['architectures']) == ('backpack-gpt2', ['BackpackGPT2LMHeadModel'])
     assert {k: config[k] for k in ('vocab_size', 'n_positions', 'n_layer', 'n_head', 'n_embd', 'num_senses',
                                    'sense_intermediate_scale', 'scale_attn_by_inverse_layer_idx')} == dict(
@@ -132,6 +135,22 @@ def test_backpack_export_reloads_with_equal_weights(exports):
     idx = held_out_batch(out)
     with torch.no_grad():
         assert rel_err(back(idx, return_logits=True)[0], ours(idx, return_logits=True)[0]) <= 1e-6
+
+
+def test_backpack_export_loads_with_its_own_modeling_code_and_generates_our_tokens(exports):
+    """AutoModelForCausalLM(trust_remote_code=True) runs the modeling_backpack.py copied beside the weights:
+    our logits on held-out windows, and greedy generate() gives our generate()'s tokens."""
+    import transformers
+    out, hf = exports['backpack']
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf, trust_remote_code=True).eval()
+    ours = assert_our_logits(model, out, 'modeling_backpack.py')
+    tok = load_tokenizer(out)
+    for source in (out / 'test.en').read_text(encoding='utf-8').splitlines()[:3]:
+        prompt = torch.tensor([tok.encode_prompt(' '.join(source.split()[:4]), 'en', 'fr')])
+        new = ours.config.block_size - prompt.size(1)  # up to the last learned position
+        mine = ours.generate(prompt, new, greedy=True, stop_ids=[tok.eos_id])
+        theirs = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new, do_sample=False)
+        assert theirs.tolist() == mine.tolist()
 
 
 def official_backpack_gpt2():
