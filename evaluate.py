@@ -35,7 +35,7 @@ from errors import MissingFileError, UserError, check_range, resolve_device, run
 from outdir import (  # noqa: F401  (the seed's snippets import them from here)
     check_vocabulary, checkpoint_record, headline_metrics, load_model, load_tokenizer, read_results, sha256_file,
     stale_results, to_json, tokenizer_record)
-from experiments import eval_data, lexical, perplexity, sense_roles, senses, sentence, translation
+from experiments import alignment, eval_data, lexical, perplexity, sense_roles, senses, sentence, translation
 from experiments.eval_data import read_parallel
 from model import is_backpack
 
@@ -107,16 +107,22 @@ label_senses = _any_tokenizer(senses.label_senses)
 cross_lingual_sense_alignment = _any_tokenizer(senses.cross_lingual_sense_alignment)
 
 EVALUATIONS = ('perplexity', 'translation', 'word_similarity', 'bli', 'sentence_similarity', 'senses')
+# run only when asked for (--alignment): not part of "every evaluation", so that default results stay as they were
+OPTIONAL_EVALUATIONS = ('alignment',)
 
 
 def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=200, translation_files=None,
                     beam_size=1, sentence_pairs=1000, languages=('en', 'fr'), cross_lingual=True,
-                    max_abs_diff=1.0, word_pairs=(), out_dir=None, verbose=False):
+                    max_abs_diff=1.0, word_pairs=(), out_dir=None, verbose=False, alignment_twin=None,
+                    alignment_ibm1=None):
     """Run the selected evaluations; returns one JSON-serialisable dict with the settings it used.
 
     translation_samples: test pairs per direction (None = all); translation_files: (en_path, fr_path)
     instead of the held-out test split; word_pairs: more `word1 word2 score` files for word similarity,
-    each under its file's stem. Sense analyses run for a Backpack only; sense labels are
+    each under its file's stem. 'alignment' (only when in `which`): experiments/alignment.evaluate_alignment on the
+    bundled WPT-03 Hansards gold, with the twin Transformer of out_dir alignment_twin as the attention baseline and
+    the IBM 1 table file alignment_ibm1 (written by python experiments/alignment.py) when given. Sense analyses run
+    for a Backpack only; sense labels are
     saved as out_dir/sense_labels.json when out_dir is given. The results name the run by model.info's 'run'
     (an export's source run) or out_dir; when out_dir is not the directory the weights were read from
     (a re-evaluation of an export), 'model_dir' names that one.
@@ -176,11 +182,30 @@ def run_evaluations(model, tok, device, which=EVALUATIONS, translation_samples=2
                     'roles': sense_roles.evaluate_sense_roles(model, tok, device, bli=results.get('bli', {}),
                                                               labels=labels)}
         timed('senses', sense_block)
+    if 'alignment' in which:
+        results['settings']['alignment'] = {
+            'twin': eval_data.portable_path(alignment_twin) if alignment_twin else None,
+            'ibm1_table': eval_data.portable_path(alignment_ibm1) if alignment_ibm1 else None}
+        timed('alignment', lambda: alignment_section(model, tok, device, alignment_twin, alignment_ibm1))
     model_dir = info.get('out_dir')
     if model_dir and run_dir and os.path.realpath(model_dir) != os.path.realpath(run_dir):
         results['model']['model_dir'] = repo_path(model_dir)  # weights read from elsewhere (an export)
     results['inputs'] = eval_data.record_inputs(results, run_dir)
     return results
+
+
+def alignment_section(model, tok, device, twin_dir=None, ibm1_table=None):
+    """experiments/alignment.evaluate_alignment of `model`, with the twin read from twin_dir and the IBM 1 table from
+    the file ibm1_table (python experiments/alignment.py writes it) when given; the twin's checkpoint is recorded."""
+    twin = twin_tok = None
+    if twin_dir:
+        twin, _ = load_model(twin_dir, device)
+        twin_tok = load_tokenizer(twin_dir)
+    ibm1 = alignment.IBM1Table.load(ibm1_table) if ibm1_table else None
+    section = alignment.evaluate_alignment(model, tok, device, twin=twin, twin_tok=twin_tok, ibm1=ibm1)
+    if twin_dir:
+        section['twin_checkpoint'] = checkpoint_record(twin_dir)
+    return section
 
 
 def repo_path(out_dir):
@@ -220,7 +245,7 @@ def main(argv=None):
                                       'where train.py copies them; an export holds none: pass the data dir it was '
                                       'trained on, e.g. data/europarl_bpe8k)')
     p.add_argument('--device', default='cpu')
-    for name in EVALUATIONS:
+    for name in EVALUATIONS + OPTIONAL_EVALUATIONS:
         p.add_argument(f'--{name}', action='store_true', help=f'run the {name.replace("_", " ")} evaluation')
     p.add_argument('--multisimlex', action='store_true', help='alias of --word_similarity (the seed name)')
     p.add_argument('--cross_lingual', action='store_true',
@@ -236,6 +261,7 @@ def main(argv=None):
     p.add_argument('--tgt_file', help='French side of that test set')
     p.add_argument('--beam_size', type=int, default=1)
     p.add_argument('--sentence_pairs', type=int, default=1000)
+    add_alignment_arguments(p)
     p.add_argument('--output', help='write the results as JSON here (default: print only)')
     p.add_argument('--verbose', action='store_true', help='print the sense analysis of the probe words')
     args = p.parse_args(argv)
@@ -248,10 +274,11 @@ def main(argv=None):
     for path in args.word_pairs:
         eval_data.read_word_pairs(path)
 
-    which = [name for name in EVALUATIONS if getattr(args, name)
+    check_alignment_arguments(args)
+    which = [name for name in EVALUATIONS + OPTIONAL_EVALUATIONS if getattr(args, name)
              or (name == 'word_similarity' and (args.multisimlex or args.word_pairs))]
     cross_lingual = args.cross_lingual or not which
-    which = which or list(EVALUATIONS)
+    which = which or list(EVALUATIONS)  # (not the optional ones: --alignment asks for it)
     data_dir = args.data_dir or args.out_dir
     check_data_dir(data_dir, [name for name in which if not (name == 'translation' and args.src_file)])
     tok = load_tokenizer(args.out_dir, data_dir)
@@ -267,11 +294,34 @@ def main(argv=None):
                               languages=args.languages, cross_lingual=cross_lingual,
                               max_abs_diff=args.max_abs_diff, word_pairs=args.word_pairs,
                               out_dir=None if export else args.out_dir,  # no sense_labels.json into an export
-                              verbose=args.verbose)
+                              verbose=args.verbose, alignment_twin=args.alignment_twin,
+                              alignment_ibm1=args.alignment_ibm1)
     print(summary_table(results))
     if args.output:
         checkpoint.save_json(to_json(results), args.output)
         print(f"wrote {args.output}")
+
+
+def add_alignment_arguments(p):
+    """--alignment_twin and --alignment_ibm1 (evaluate.py and run_full_evaluation.py)."""
+    p.add_argument('--alignment_twin', metavar='DIR', help='with --alignment: the twin Transformer (its out_dir), whose '
+                                                           'attention is the baseline')
+    p.add_argument('--alignment_ibm1', metavar='FILE', help='with --alignment: an IBM 1 table written by python '
+                                                            'experiments/alignment.py (ibm1_<pairs>.json.gz)')
+
+
+def check_alignment_arguments(args):
+    """Before anything is loaded: the twin has a checkpoint, the IBM 1 table and the gold files are there."""
+    if (args.alignment_twin or args.alignment_ibm1) and not args.alignment:
+        raise UserError("--alignment_twin and --alignment_ibm1 go with --alignment")
+    if args.alignment_twin:
+        checkpoint.checkpoint_path(args.alignment_twin)
+    if args.alignment_ibm1 and not os.path.isfile(args.alignment_ibm1):
+        raise MissingFileError(f"--alignment_ibm1 {args.alignment_ibm1}: no such file (python experiments/alignment.py "
+                               f"--out_dir OUT --ibm1_pairs N writes it)")
+    if args.alignment:
+        for split in alignment.SPLITS:
+            alignment.read_gold(split)
 
 
 def summary_table(results):

@@ -179,4 +179,8 @@ def headline_metrics(results):
             if isinstance(scores, dict) and 'p@1_x2y' in scores:
                 out[f'retrieval {dataset} {kind} P@1 en->fr'] = scores['p@1_x2y']
                 out[f'retrieval {dataset} {kind} P@1 fr->en'] = scores['p@1_y2x']
+    for method, r in results.get('alignment', {}).get('methods', {}).items():  # (lower is better; on trial's choice)
+        value = r['scores'][r['chosen_symmetrisation']]['test']['aer']
+        if value is not None:
+            out[f"alignment AER {method} {r['chosen_symmetrisation']}"] = value
     return out

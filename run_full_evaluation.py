@@ -10,6 +10,10 @@ loss_curve.png (from training_log.json), senses_<word>.png (senses x top words) 
 alpha_en.png / alpha_fr.png (the contextualization weights over an English and a French test sentence).
 The sense interventions of experiments/interventions/ (gender bias, topic control, false friends; for a
 Transformer, their baselines) run too, into 'interventions' and a report section (--interventions none: skip).
+--alignment adds word alignment on the WPT-03 Hansards (experiments/alignment.py: the Backpack's exact sense
+attribution, or a Transformer's attention, against the diagonal; --alignment_twin DIR adds the twin's attention,
+--alignment_ibm1 FILE an IBM 1 table); it is not run by default (about 1 s on the tiny models; 10 s on the S
+reference Backpack with its twin, on 2 shared CPU cores).
 Check the results with verify_evaluation.py.
 
 A released model (an export of export_hf.py, e.g. results/cpu_reference/S/backpack_seed0/hf) is evaluated
@@ -37,7 +41,7 @@ import checkpoint
 import evaluate
 from checkpoint import OutDirLock, save_json
 from errors import UserError, run_main
-from experiments import eval_data, interventions, plots, sense_roles
+from experiments import alignment, eval_data, interventions, plots, sense_roles
 from tokenizer import copy_tokenizer
 
 HEATMAP_WORDS = {'en': 'parliament', 'fr': 'droit'}
@@ -109,6 +113,9 @@ def report(results, pngs):
         if 'roles' in results['senses']:
             lines += ['## Sense roles across languages (experiments/sense_roles.py)', '',
                       *sense_roles.report_lines(results['senses']['roles']), '']
+    if 'alignment' in results:
+        lines += ['## Word alignment on the WPT-03 Hansards (experiments/alignment.py)', '',
+                  *alignment.report_lines(results['alignment']), '']
     if 'interventions' in results:
         lines += interventions.report_lines(results['interventions'])
     lines += ['## Figures', ''] + [f'![{png}]({png})' for png in pngs]
@@ -130,7 +137,10 @@ def main(argv=None):
     p.add_argument('--sentence_pairs', type=int, default=1000)
     p.add_argument('--interventions', default='all', choices=('all', 'none', *interventions.EXPERIMENTS),
                    help='the sense interventions to run (experiments/interventions/, default settings)')
+    p.add_argument('--alignment', action='store_true', help='also evaluate word alignment (experiments/alignment.py)')
+    evaluate.add_alignment_arguments(p)
     args = p.parse_args(argv)
+    evaluate.check_alignment_arguments(args)
     args.device = evaluate.check_arguments(args)
     args.data_dir = args.data_dir or args.out_dir
     args.results_dir = args.results_dir or args.out_dir
@@ -164,8 +174,10 @@ def evaluate_into_out_dir(args, which):
     model, _ = evaluate.load_model(args.out_dir, args.device)
     tok = evaluate.load_tokenizer(args.out_dir, args.data_dir)
     results = evaluate.run_evaluations(model, tok, args.device, translation_samples=args.translation_samples or None,
+                                       which=evaluate.EVALUATIONS + (('alignment',) if args.alignment else ()),
                                        beam_size=args.beam_size, sentence_pairs=args.sentence_pairs,
-                                       out_dir=args.results_dir)
+                                       out_dir=args.results_dir, alignment_twin=args.alignment_twin,
+                                       alignment_ibm1=args.alignment_ibm1)
     if which:
         t0 = time.time()
         results['interventions'] = interventions.run_interventions(model, tok, args.device, which)

@@ -17,6 +17,8 @@ naming the field, when a recorded number differs from its recomputation:
   - perplexity: the NLL sum from the stored per-document NLLs (doc_nll; older results store the sum alone), and
     ppl, nll and bits per byte from it and the token and byte counts;
   - senses: the language-filtered sense lists against the tokenizer's language masks;
+  - alignment (when evaluated, --alignment): every method's symmetrisations from its stored directional links, and
+    every AER, precision and recall (and test interval) from them and the bundled gold (experiments/alignment.check);
   - inputs: every file the results name is named relative to the repository or to the out_dir (an absolute
     path fails), and each one found here has the sha256 the results recorded; the references stored
     in the results are the first lines of the reference file, when that file is here.
@@ -53,7 +55,7 @@ from sacrebleu.metrics import BLEU, CHRF
 import checkpoint
 import evaluate
 from errors import DataError, UserError, run_main
-from experiments import eval_data, interventions, lexical, metrics, sense_roles
+from experiments import alignment, eval_data, interventions, lexical, metrics, sense_roles
 from experiments.eval_data import read_parallel
 from experiments.interventions import intervention_lines  # printed beside the gaps
 
@@ -119,7 +121,7 @@ class Checks:
 
 
 PER_ITEM = ('hypotheses', 'sources', 'references', 'hits_x2y', 'hits_y2x', 'rank_x2y', 'rank_y2x', 'hits@1', 'hits@5',
-            'cosines', 'gold', 'pairs', 'queries', 'non_identical', 'generations', 'doc_nll')
+            'cosines', 'gold', 'pairs', 'queries', 'non_identical', 'generations', 'doc_nll', 'links', 'trial_grid')
 
 
 def numbers(obj, path=''):
@@ -429,6 +431,10 @@ def run_checks(results, out_dir, path):
         check_senses(c, results, tok, out_dir)
     if 'interventions' in results or results['settings'].get('interventions'):
         check_interventions(c, results, path)
+    if 'alignment' in results or 'alignment' in results['settings'].get('which', []):
+        c.check('alignment' in results, f'evaluation "alignment" missing from {path}')
+        if 'alignment' in results:
+            alignment.check(c, results['alignment'], out_dir)
     return c
 
 
