@@ -172,6 +172,10 @@ def verify(out_dir, committed=False):
         if os.path.isfile(roles):
             with open(roles, encoding='utf-8') as f:
                 sense_roles.check(c, json.load(f), where='sense_roles.json')
+        aligned = os.path.join(out_dir, 'alignment.json')  # experiments/alignment.py's own output, when kept
+        if os.path.isfile(aligned):
+            with open(aligned, encoding='utf-8') as f:
+                alignment.check(c, json.load(f), out_dir, where='alignment.json')
         lines, comparisons = gaps(results)
     except (KeyError, IndexError, TypeError, AttributeError) as e:
         # a field missing or of the wrong type: the file was not written by run_full_evaluation.py as is
