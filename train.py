@@ -843,6 +843,10 @@ def main():
 
     end_run(run, why, pending, proc, trackers, save)
     if proc.ddp:
+        # DDP's reducer holds the process group: freed at interpreter exit, gloo's threads can abort the rank
+        # (SIGABRT, "terminate called without an active exception"), so free it now, once every rank is here
+        del model, no_sync
+        dist.barrier()
         dist.destroy_process_group()
     if _interrupted:  # Ctrl-C: the shell convention 128 + SIGINT, so that a script (set -e) stops too; SIGTERM
         sys.exit(128 + signal.SIGINT)  # (a preemption) exits 0 once saved, as a run to be resumed
