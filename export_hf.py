@@ -139,12 +139,7 @@ def main(argv=None):
     checks = check_slice(tok, args.out_dir)
 
     def write(directory):
-        if is_backpack(model):
-            write_backpack(model, tok, directory)
-        else:
-            write_gpt2(model, tok, directory)
-        write_tokenizer(tok, model.config.block_size, directory)
-        copy_own_tokenizer(tok, directory)
+        write_model(model, tok, directory)
         shutil.copy(results_path, directory / 'evaluation_results.json')
         (directory / 'README.md').write_text(model_card(model, ckpt, tok, results, args.push_to_hub or args.hf_dir),
                                              encoding='utf-8')
@@ -161,6 +156,17 @@ def main(argv=None):
 
 # ----------------------------------------------------------------------------------------------------
 # weights
+
+def write_model(model, tok, directory):
+    """What transformers (and lm_eval's hf model) load: config.json and the weights (with the modeling code of a
+    Backpack), the Hugging Face tokenizer, and our own tokenizer with the out_dir's meta.json."""
+    if is_backpack(model):
+        write_backpack(model, tok, directory)
+    else:
+        write_gpt2(model, tok, directory)
+    write_tokenizer(tok, model.config.block_size, directory)
+    copy_own_tokenizer(tok, directory)
+
 
 def hf_state_dict(model, prefixes):
     """Our weights under Hugging Face names: Conv1D weights transposed to (in, out) (as
