@@ -19,6 +19,9 @@ naming the field, when a recorded number differs from its recomputation:
   - senses: the language-filtered sense lists against the tokenizer's language masks;
   - alignment (when evaluated, --alignment): every method's symmetrisations from its stored directional links, and
     every AER, precision and recall (and test interval) from them and the bundled gold (experiments/alignment.check);
+  - cross-lingual sense editing (cross_edit.json, when kept): every success rate and margin change from the stored
+    per-item log-probabilities, the targets, the sense edits' identity and bound, the lr chosen on dev
+    (experiments/cross_edit.check);
   - inputs: every file the results name is named relative to the repository or to the out_dir (an absolute
     path fails), and each one found here has the sha256 the results recorded; the references stored
     in the results are the first lines of the reference file, when that file is here.
@@ -55,7 +58,7 @@ from sacrebleu.metrics import BLEU, CHRF
 import checkpoint
 import evaluate
 from errors import DataError, UserError, run_main
-from experiments import alignment, eval_data, interventions, lexical, metrics, sense_roles
+from experiments import alignment, cross_edit, eval_data, interventions, lexical, metrics, sense_roles
 from experiments.eval_data import read_parallel
 from experiments.interventions import intervention_lines  # printed beside the gaps
 
@@ -176,6 +179,10 @@ def verify(out_dir, committed=False):
         if os.path.isfile(aligned):
             with open(aligned, encoding='utf-8') as f:
                 alignment.check(c, json.load(f), out_dir, where='alignment.json')
+        edited = os.path.join(out_dir, 'cross_edit.json')  # experiments/cross_edit.py's own output, when kept
+        if os.path.isfile(edited):
+            with open(edited, encoding='utf-8') as f:
+                cross_edit.check(c, json.load(f), where='cross_edit.json')
         lines, comparisons = gaps(results)
     except (KeyError, IndexError, TypeError, AttributeError) as e:
         # a field missing or of the wrong type: the file was not written by run_full_evaluation.py as is

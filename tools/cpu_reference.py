@@ -73,7 +73,7 @@ EXTRA_BEAM = 4
 # copied from each out_dir into the results: evidence, never weights; with what verify_evaluation.py --committed
 # reads to check it (the held-out test sentences, meta.json, the tokenizer)
 EVIDENCE = ('evaluation_results.json', 'evaluation_report.md', 'training_log.json', 'sense_labels.json',
-            'sense_roles.json', 'alignment.json', '*.png', 'translation_*.json', 'meta.json', 'test.en', 'test.fr', 'tokenizer')
+            'sense_roles.json', 'alignment.json', 'cross_edit.json', '*.png', 'translation_*.json', 'meta.json', 'test.en', 'test.fr', 'tokenizer')
 SHARED = ('meta.json', 'test.en', 'test.fr', 'tokenizer')  # the data's: alike in every run, kept once
 TEXT_EVIDENCE = ('.json', '.md')  # rewritten with paths relative to the runs' checkout
 RELEASE = ('S', 0)  # the size and seed whose models are released with their weights (about 30 MB for the three)
