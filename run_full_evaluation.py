@@ -13,7 +13,9 @@ Transformer, their baselines) run too, into 'interventions' and a report section
 --alignment adds word alignment on the WPT-03 Hansards (experiments/alignment.py: the Backpack's exact sense
 attribution, or a Transformer's attention, against the diagonal; --alignment_twin DIR adds the twin's attention,
 --alignment_ibm1 FILE an IBM 1 table); it is not run by default (about 1 s on the tiny models; 10 s on the S
-reference Backpack with its twin, on 2 shared CPU cores).
+reference Backpack with its twin, on 2 shared CPU cores). --cross_edit adds the cross-lingual sense editing of
+experiments/cross_edit.py (a Backpack; --cross_edit_twin DIR adds its twin's methods): English edits measured in
+French, into 'cross_edit' and a report section; not run by default (about 25 min on the S reference pair).
 Check the results with verify_evaluation.py.
 
 A released model (an export of export_hf.py, e.g. results/cpu_reference/S/backpack_seed0/hf) is evaluated
@@ -41,7 +43,7 @@ import checkpoint
 import evaluate
 from checkpoint import OutDirLock, save_json
 from errors import UserError, run_main
-from experiments import alignment, eval_data, interventions, plots, sense_roles
+from experiments import alignment, cross_edit, eval_data, interventions, plots, sense_roles
 from tokenizer import copy_tokenizer
 
 HEATMAP_WORDS = {'en': 'parliament', 'fr': 'droit'}
@@ -116,6 +118,9 @@ def report(results, pngs):
     if 'alignment' in results:
         lines += ['## Word alignment on the WPT-03 Hansards (experiments/alignment.py)', '',
                   *alignment.report_lines(results['alignment']), '']
+    if 'cross_edit' in results:
+        lines += ['## Cross-lingual sense editing (experiments/cross_edit.py)', '',
+                  *cross_edit.report_lines(results['cross_edit']), '']
     if 'interventions' in results:
         lines += interventions.report_lines(results['interventions'])
     lines += ['## Figures', ''] + [f'![{png}]({png})' for png in pngs]
@@ -139,8 +144,21 @@ def main(argv=None):
                    help='the sense interventions to run (experiments/interventions/, default settings)')
     p.add_argument('--alignment', action='store_true', help='also evaluate word alignment (experiments/alignment.py)')
     evaluate.add_alignment_arguments(p)
+    p.add_argument('--cross_edit', action='store_true',
+                   help='also run the cross-lingual sense editing (experiments/cross_edit.py; a Backpack)')
+    p.add_argument('--cross_edit_twin', metavar='DIR', help="with --cross_edit: the twin Transformer's out_dir (its "
+                                                            "methods are the baselines)")
+    p.add_argument('--cross_edit_task', metavar='DIR', help='with --cross_edit: people.tsv, templates.tsv and '
+                                                            'institutions.tsv (default: data/cross_edit)')
     args = p.parse_args(argv)
     evaluate.check_alignment_arguments(args)
+    if (args.cross_edit_twin or args.cross_edit_task) and not args.cross_edit:
+        raise UserError("--cross_edit_twin and --cross_edit_task go with --cross_edit")
+    args.cross_edit_task = args.cross_edit_task or cross_edit.DATA_DIR
+    if args.cross_edit_twin:
+        checkpoint.checkpoint_path(args.cross_edit_twin)
+    if args.cross_edit:
+        cross_edit.read_task(args.cross_edit_task)
     args.device = evaluate.check_arguments(args)
     args.data_dir = args.data_dir or args.out_dir
     args.results_dir = args.results_dir or args.out_dir
@@ -186,6 +204,18 @@ def evaluate_into_out_dir(args, which):
         print(f"evaluated interventions in {results['timing_s']['interventions']:.1f} s", flush=True)
         results['inputs'] = {**results['inputs'],
                              **eval_data.record_inputs(results['interventions'], args.results_dir)}
+    if args.cross_edit:
+        if not evaluate.is_backpack(model):
+            raise UserError(f"--cross_edit: {args.out_dir} holds a Transformer; pass the Backpack's out_dir, and this "
+                            f"one as --cross_edit_twin")
+        t0 = time.time()
+        twin = evaluate.load_model(args.cross_edit_twin, args.device)[0] if args.cross_edit_twin else None
+        results['cross_edit'] = cross_edit.run_cross_edit(model, twin, tok, args.cross_edit_task)
+        results['cross_edit']['twin_checkpoint'] = evaluate.checkpoint_record(args.cross_edit_twin) if twin else None
+        results['settings']['cross_edit'] = {'twin': eval_data.portable_path(args.cross_edit_twin) if twin else None,
+                                             'task': eval_data.portable_path(args.cross_edit_task)}
+        results['timing_s']['cross_edit'] = round(time.time() - t0, 2)
+        print(f"evaluated cross_edit in {results['timing_s']['cross_edit']:.1f} s", flush=True)
     pngs = figures(model, tok, results, args.out_dir, args.device, args.results_dir)
     if os.path.realpath(args.results_dir) != os.path.realpath(args.out_dir):
         # the tokenizer beside the results, so that verify_evaluation.py --committed checks them there

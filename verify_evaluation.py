@@ -442,6 +442,10 @@ def run_checks(results, out_dir, path):
         check_senses(c, results, tok, out_dir)
     if 'interventions' in results or results['settings'].get('interventions'):
         check_interventions(c, results, path)
+    if 'cross_edit' in results or 'cross_edit' in results['settings']:
+        c.check('cross_edit' in results, f'evaluation "cross_edit" missing from {path}')
+        if 'cross_edit' in results:
+            cross_edit.check(c, results['cross_edit'])
     if 'alignment' in results or 'alignment' in results['settings'].get('which', []):
         c.check('alignment' in results, f'evaluation "alignment" missing from {path}')
         if 'alignment' in results:

@@ -460,6 +460,7 @@ def run_cross_edit(backpack, twin, tok, data_dir=DATA_DIR, methods=METHODS, seed
                                           methods={method: r}) for p, r in zip([q for q in people if q['split'] == 'dev'], runs)}
             s = method_summary(dev_people, target_of, method)
             grid[method][str(lr)] = {'en_general_success': s['en_general']['success_after'],
+                                     'fr_general_success': s['fr_general']['success_after'],
                                      'kl': max(s['collateral'][lang]['kl'] for lang in LANGS)}
             log(f"dev {method} lr {lr:g}: EN general success {s['en_general']['success_after']:.3f}, "
                 f"FR {s['fr_general']['success_after']:.3f}, KL {grid[method][str(lr)]['kl']:.2e}")
@@ -524,18 +525,28 @@ def check(c, result, where='cross_edit'):
 def report_lines(result):
     """Markdown: one row per method (success before -> after; the English general one with its interval over people)."""
     f = lambda x, spec: '—' if x is None else format(x, spec)  # noqa: E731
-    lines = ['| method | EN canonical | EN general | FR canonical (translated) | FR general | transfer FR/EN | '
+    lines = [f"Test people ({len(result['test'])}); success before → after; lr chosen on dev: the best English general success "
+             f"with a collateral KL <= {result['settings']['kl_budget']:g} nats/token (else the smallest lr).", '',
+             '| method | EN canonical | EN general | FR canonical (translated) | FR general | transfer FR/EN | '
              'KL EN | KL FR | KL name docs | identity error, bound excess |', '|' + '---|' * 10]
     for method, s in result['summary'].items():
         cell = lambda key: f"{s[key]['success_before']:.2f} → {s[key]['success_after']:.2f}"  # noqa: E731
         ci = s['en_general']['success_after_ci']
         interval = f" [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else ''
         bound = s.get('bound')
+        grid = result['lr_selection'][method]
+        over = '' if grid[str(grid['chosen'])]['kl'] <= result['settings']['kl_budget'] else ', over the KL budget at every lr'
         lines.append(
-            f"| {method} (lr {result['lr_selection'][method]['chosen']:g}) | {cell('en_canonical')} | "
+            f"| {method} (lr {grid['chosen']:g}{over}) | {cell('en_canonical')} | "
             f"{cell('en_general')}{interval} | {cell('fr_canonical')} | {cell('fr_general')} | {f(s['transfer'], '.2f')} | "
             f"{s['collateral']['en']['kl']:.1e} | {s['collateral']['fr']['kl']:.1e} | {f(s['collateral']['name_kl'], '.1e')} | "
             + (f"{bound['max_identity_error']:.1e}, {bound['max_bound_excess']:.1e} |" if bound else "— |"))
+    lines += ['', 'Dev people: English / French general success and max collateral KL (nats/token) at each lr.', '',
+              '| method | ' + ' | '.join(f'lr #{i + 1}' for i in range(3)) + ' |', '|---|---|---|---|']
+    for method, grid in result['lr_selection'].items():
+        cells = [f"{lr:g}: {grid[str(lr)]['en_general_success']:.2f} / {grid[str(lr)].get('fr_general_success', float('nan')):.2f}, "
+                 f"{grid[str(lr)]['kl']:.1e}" for lr in result['settings']['lr_grid'][method]]
+        lines.append(f"| {method} | " + ' | '.join(cells) + ' |')
     return lines
 
 

@@ -207,15 +207,23 @@ def test_a_missing_gold_file_is_one_error_line(tiny_backpack_dir, tmp_path):
     assert len(lines) == 1 and lines[0].startswith('error: no hansards_wpt03_trial.en in') and 'PROVENANCE' in lines[0]
 
 
-def test_run_full_evaluation_alignment_and_verify_catches_a_tampered_aer(tiny_backpack_dir, tiny_transformer_dir,
-                                                                          tmp_path):
+def test_run_full_evaluation_alignment_cross_edit_and_verify_catches_a_tampered_aer(tiny_backpack_dir,
+                                                                                     tiny_transformer_dir, tmp_path):
     import shutil
+    from experiments import cross_edit
     out = tmp_path / 'backpack'
     shutil.copytree(tiny_backpack_dir, out)
+    task = tmp_path / 'task'  # (one run also covers --cross_edit: the full evaluation is the costly part)
+    shutil.copytree(cross_edit.DATA_DIR, task)
+    people = (task / 'people.tsv').read_text().splitlines()
+    (task / 'people.tsv').write_text('\n'.join(people[:2] + [l for l in people if l.endswith('test')][:2]) + '\n')
     result = run('run_full_evaluation.py', '--out_dir', out, '--translation_samples', 10, '--sentence_pairs', 50,
-                 '--interventions', 'none', '--alignment', '--alignment_twin', tiny_transformer_dir)
+                 '--interventions', 'none', '--alignment', '--alignment_twin', tiny_transformer_dir,
+                 '--cross_edit', '--cross_edit_twin', tiny_transformer_dir, '--cross_edit_task', task)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert '## Word alignment' in (out / 'evaluation_report.md').read_text()
+    report = (out / 'evaluation_report.md').read_text()
+    assert '## Word alignment' in report and '## Cross-lingual sense editing' in report
+    assert set(json.loads((out / 'evaluation_results.json').read_text())['cross_edit']['summary']) == set(cross_edit.METHODS)
     verified = run('verify_evaluation.py', '--out_dir', out)
     assert verified.returncode == 0 and 'FAILED' not in verified.stdout, verified.stdout[-2000:]
     path = out / 'evaluation_results.json'
@@ -224,3 +232,8 @@ def test_run_full_evaluation_alignment_and_verify_catches_a_tampered_aer(tiny_ba
     path.write_text(json.dumps(results))
     tampered = run('verify_evaluation.py', '--out_dir', out)
     assert tampered.returncode == 1 and 'alignment.methods.attribution.scores.union.test.aer' in tampered.stdout
+    results['alignment']['methods']['attribution']['scores']['union']['test']['aer'] -= 0.02
+    results['cross_edit']['summary']['backpack/senses']['fr_general']['margin_change'] += 0.5
+    path.write_text(json.dumps(results))
+    tampered = run('verify_evaluation.py', '--out_dir', out)
+    assert tampered.returncode == 1 and 'cross_edit.backpack/senses.fr_general.margin_change' in tampered.stdout
