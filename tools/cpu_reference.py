@@ -32,6 +32,10 @@ command after an interruption continues where it stopped:
             each --test_sets set (greedy and beam 4) into WORK/<size>/<run>/translation_<set>_beam<b>.json.
   compare   compare_models.py per size and seed: Backpack vs twin (WORK/<size>/comparison_seed<s>), Backpack vs
             wide (WORK/<size>/comparison_wide_seed<s>).
+  analyses  per size and seed, once the Backpack and its twin are trained: experiments/alignment.py (the twin's
+            attention and IBM 1 on IBM1_PAIRS pairs as baselines; the IBM 1 table cached in WORK) and
+            experiments/cross_edit.py (with the twin) into the Backpack's WORK dir, alignment.json and
+            cross_edit.json, each redone only when its models' checkpoints changed.
   collect   results/cpu_reference/<size>/<model>_seed<s>/ for every planned run evaluated so far: its results,
             report, training log, translation files, the PNGs (alpha and senses for seed 0 only) and the test
             sentences, meta.json and tokenizer that `verify_evaluation.py --committed` reads (kept once in
@@ -64,7 +68,8 @@ from errors import MissingFileError, UserError, run_main  # noqa: E402
 from tools.cpu_sweep import fitted_iters, probe_ms_per_iter  # noqa: E402
 
 MODELS = ('backpack', 'transformer', 'transformer_wide')
-STEPS = ('plan', 'train', 'evaluate', 'compare', 'collect', 'release')
+STEPS = ('plan', 'train', 'evaluate', 'compare', 'analyses', 'collect', 'release')
+IBM1_PAIRS = 200_000  # the analyses' IBM 1 baseline: Europarl training pairs (the table is trained once, cached)
 # each size: train.py settings over the config's. S is the recipe itself; M the sweep's next size up
 # (results/cpu_reference/sweep/sweep.json, d192-L3-k16-T128: n_embd % n_head == 0 and n_embd % n_senses == 0)
 SIZES = {'S': {}, 'M': {'n_embd': 192, 'n_layer': 3, 'n_head': 3, 'learning_rate': 1.5e-3}}
@@ -362,6 +367,36 @@ def compare(args, run):
                         args.work_dir / size / 'compare.log')
 
 
+def analyses_current(path, *out_dirs):
+    """Whether an analysis JSON exists and names the checkpoints its models have now (by sha256)."""
+    import outdir
+    if not path.is_file():
+        return False
+    text = path.read_text()
+    return all(outdir.checkpoint_record(d)['sha256'] in text for d in out_dirs)
+
+
+def analyses(args, run, plan):
+    """The bilingual analyses of issue 23 that need the twin as well as the Backpack (module docstring)."""
+    for size in args.sizes:
+        for seed in args.seeds_of[size]:
+            bp, tw = (args.work_dir / run_name(size, m, seed) for m in ('backpack', 'transformer'))
+            models = plan['sizes'][size]['models']
+            name = run_name(size, 'backpack', seed)
+            if not (finished(bp, models['backpack']['max_iters']) and finished(tw, models['transformer']['max_iters'])):
+                print(f"[analyses] {name}: the Backpack or its twin is not trained yet, skipped", flush=True)
+                continue
+            log = args.work_dir / f'{name}.analyses.log'
+            if not analyses_current(bp / 'alignment.json', bp, tw):
+                run('analyses', name, python('experiments/alignment.py', '--out_dir', bp, '--twin_dir', tw,
+                                             '--ibm1_pairs', IBM1_PAIRS,
+                                             '--ibm1_table', args.work_dir / f'ibm1_{IBM1_PAIRS}.json.gz',
+                                             '--output', bp / 'alignment.json'), log)
+            if not analyses_current(bp / 'cross_edit.json', bp, tw):
+                run('analyses', name, python('experiments/cross_edit.py', '--out_dir', bp, '--twin', tw,
+                                             '--output', bp / 'cross_edit.json'), log)
+
+
 def run_root(work_dir):
     """The checkout the runs were made in (the git work tree holding work_dir, else this repository): the
     paths the runs wrote under it are written relative to it in the collected evidence."""
@@ -590,13 +625,15 @@ def main(argv=None):
     args.work_dir.mkdir(parents=True, exist_ok=True)
     run = Runner(args.work_dir)
     planned = plan(args) if {'plan', 'train'} & set(args.steps) else read_plan(args.work_dir / 'plan.json') \
-        if 'evaluate' in args.steps else None
+        if {'evaluate', 'analyses'} & set(args.steps) else None
     if 'train' in args.steps:
         train(args, run, planned)
     if 'evaluate' in args.steps:
         evaluate_models(args, run, planned)
     if 'compare' in args.steps:
         compare(args, run)
+    if 'analyses' in args.steps:
+        analyses(args, run, planned)
     if 'collect' in args.steps:
         collect(args)
     if 'release' in args.steps:
