@@ -81,15 +81,16 @@ def test_the_experiment_runs_and_check_recomputes_it(tiny_backpack_dir, tiny_tra
     # one learning rate per method, two for the sense edits (the choice on dev is then checked)
     monkeypatch.setattr(ce, 'LR_GRID', {m: (v[0], v[-1]) if m == 'backpack/senses' else v[:1] for m, v in ce.LR_GRID.items()})
     out = tmp_path / 'cross_edit.json'
+    methods = ['backpack/senses', 'backpack/name_senses', 'transformer/full']  # (all five: test_alignment's run)
     ce.main(['--out_dir', str(tiny_backpack_dir), '--twin', str(tiny_transformer_dir), '--data_dir', str(tmp_path),
-             '--output', str(out)])
+             '--methods', *methods, '--output', str(out)])
     result = json.loads(out.read_text())
-    assert set(result['summary']) == set(ce.METHODS) and len(result['test']) == 2
+    assert list(result['summary']) == methods and len(result['test']) == 2
     s = result['summary']['backpack/senses']
     assert s['bound']['max_identity_error'] < 1e-4 and 0 <= s['en_general']['success_after'] <= 1
     c = Checks()
     ce.check(c, result)
-    assert not c.failures and c.passed > 50
+    assert not c.failures and c.passed > 30
     tampered = json.loads(out.read_text())
     tampered['summary']['transformer/full']['fr_general']['success_after'] += 0.25
     c = Checks()
