@@ -283,6 +283,22 @@ def test_collect_keeps_evidence_portable_and_the_shared_data_once(tmp_path):
     leftover = [p for p in results.rglob('*') if p.is_file() and str(tmp_path) in p.read_text(errors='replace')]
     assert not leftover
     assert (results / 'S' / 'backpack_seed0' / 'test.en').read_text() == 'Thank you.\n'
+    # a collect from another machine's work dir, which has seed 1's twin only: what was collected stays collected,
+    # with its command records
+    shutil.rmtree(work / 'S' / 'backpack_seed0')
+    shutil.rmtree(work / 'S' / 'transformer_seed0')
+    shutil.rmtree(work / 'S' / 'backpack_seed1')
+    (work / 'S' / 'transformer_seed1' / 'translation_europarl_beam4.json').write_text('{"translation": {}}')
+    (work / 'commands.json').write_text(json.dumps([{'step': 'train', 'model': 'S/transformer_seed1', 'wall_s': 3.0,
+                                                     'command': 'python train.py', 'git_revision': 'def5678'}]))
+    result = driver('--work_dir', work, '--results', results, '--steps', 'collect', '--test_sets')
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    run_json = json.loads((results / 'run.json').read_text())
+    assert run_json['pending'] == []
+    assert run_json['collected'] == ['S/backpack_seed0', 'S/transformer_seed0', 'S/backpack_seed1',
+                                     'S/transformer_seed1']
+    assert run_json['runs_made_at_revisions'] == ['abc1234', 'def5678']
+    assert run_json['train_wall_s'] == {'S/backpack_seed0': 2.0, 'S/transformer_seed1': 3.0}
 
 
 def test_seed_statistics_over_seeds_pairs_by_seed_and_checks_its_files(tmp_path):

@@ -452,17 +452,22 @@ def share(item, dest, shared, root):
 
 def collect(args):
     """Copy every planned run that has been evaluated (all seeds plan.json names, whichever command trained
-    them) into the results; those not evaluated yet are listed in run.json as pending."""
+    them) into the results; those not evaluated yet are listed in run.json as pending, unless an earlier collect
+    has them in the results already (a work dir on another machine): those are kept, with their command records."""
     target, root = args.results, run_root(args.work_dir)
     target.mkdir(parents=True, exist_ok=True)
     plan = read_plan(args.work_dir / 'plan.json')
     collected, pending = [], []
+    previous = json.loads((target / 'run.json').read_text()) if (target / 'run.json').is_file() else {}
     for size, seeds in plan['seeds'].items():
         for seed in seeds:
             for model in plan['sizes'][size]['models']:
                 out_dir = args.work_dir / run_name(size, model, seed)
                 if not evaluated(args, out_dir):
-                    pending.append(run_name(size, model, seed))
+                    # collected by an earlier collect (e.g. committed, and this work dir is another machine's):
+                    # kept as it is, and counted
+                    kept = evaluated(args, target / run_name(size, model, seed))
+                    (collected if kept else pending).append(run_name(size, model, seed))
                     continue
                 collected.append(run_name(size, model, seed))
                 dest = target / run_name(size, model, seed)
@@ -485,6 +490,9 @@ def collect(args):
                         portable_copy(file, target / size / folder / file.name, root)
     portable_copy(args.work_dir / 'plan.json', target / 'plan.json', root)
     commands = json.loads((args.work_dir / 'commands.json').read_text())
+    # the earlier collect's records of runs this work dir has none of (made on another machine) are kept
+    here = {(c['step'], c['model']) for c in commands}
+    commands = [c for c in previous.get('commands', []) if (c['step'], c['model']) not in here] + commands
     run = {'command': FULL_COMMAND, 'collected_by': 'python tools/cpu_reference.py ' + ' '.join(sys.argv[1:]),
            'budget_probe_minutes': {size: sized['probe_minutes'] for size, sized in plan['sizes'].items()},
            'seeds': plan['seeds'], 'collected': collected, 'pending': pending,
