@@ -303,7 +303,9 @@ def cpu_reference_seeded_training(results_dir):
             names = [f'{size}/{model}_seed{s}' for s in plan['seeds'][size]]
             done = [n for n in names if n in run['collected']]
             logs = [read_json(results_dir / n / 'training_log.json') for n in done]
-            config = (logs[0]['config'] if logs else {**plan['sizes'][size]['settings'], **entry['settings']})
+            recipe = {}  # a run not collected yet: its shape is the recipe's with the plan's settings over it
+            exec((REPO / 'config' / f"{run['config']}.py").read_text(), {}, recipe)
+            config = (logs[0]['config'] if logs else {**recipe, **plan['sizes'][size]['settings'], **entry['settings']})
             walls = [run['train_wall_s'][n] / 60 for n in done if n in run['train_wall_s']]
             wall = (f"{sum(walls) / len(walls):.1f}" + (f" [{min(walls):.1f}–{max(walls):.1f}]" if len(walls) > 1 else '')
                     if walls else '')
@@ -311,7 +313,7 @@ def cpu_reference_seeded_training(results_dir):
             def bpb(lang):
                 values = [log['evals'][-1][f'val_{lang}_bpb'] for log in logs]
                 return f"{sum(values) / len(values):.3f}" if values else ''
-            rows.append(f"| {size} | {SEED_MODELS[model]} | {config.get('n_layer', 2)} × {config.get('n_embd', 128)} | "
+            rows.append(f"| {size} | {SEED_MODELS[model]} | {config['n_layer']} × {config['n_embd']} | "
                         f"{entry['params'] / 1e6:.2f} M | {entry['max_iters']:,} | "
                         f"{entry['max_iters'] * entry['tokens_per_iter'] / 1e6:.1f} M | {entry['train_flops'] / 1e15:.2f} | "
                         f"{entry['probe_ms_per_iter']:.0f} | {len(done)} of {len(names)} | {wall} | {bpb('en')} | "
